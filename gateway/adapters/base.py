@@ -1,0 +1,189 @@
+"""The seam between the router and one vendor's wire format.
+
+The router speaks OpenAI chat format in and out; an adapter turns a request
+into the vendor's HTTP call, the vendor's answer (body, stream events, error)
+back into OpenAI shapes, and every vendor failure into one `ErrorClass` of the
+failover contract. Adapters are pure translation: no I/O, so they are cheap
+to test table-driven and the router owns every timeout and retry.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+from gateway.config import VendorConfig
+
+
+class ErrorClass(str, Enum):
+    """Rows of the failover contract table (DESIGN.md)."""
+
+    CONNECT = "connect"                # refused, DNS, TLS: fail over at once
+    RESET = "reset"                    # reset/EOF before headers: retry, then fail over
+    TIMEOUT = "timeout"                # nothing within first_byte: fail over, no retry
+    THROTTLED = "throttled"            # 429: Retry-After or backoff, then fail over
+    SERVER = "server"                  # 500/502/503/504/529: backoff, then fail over
+    MISCONFIGURED = "misconfigured"    # 401/403/402/404-model: fail over, mark target
+    CONTEXT_LENGTH = "context_length"  # fail over only to a larger context window
+    CONTENT_POLICY = "content_policy"  # return the vendor's reason
+    BAD_REQUEST = "bad_request"        # client's fault: return it
+    STREAM_CUT = "stream_cut"          # cut/stall/error after tokens were sent
+    PROTOCOL = "protocol"              # vendor answered 200 with something unusable
+
+    @property
+    def retryable(self) -> bool:
+        return self in _RETRYABLE
+
+    @property
+    def fails_over(self) -> bool:
+        return self not in _RETURNED
+
+    @property
+    def counts_against_health(self) -> bool:
+        return self in _UNHEALTHY
+
+
+_RETRYABLE = frozenset({ErrorClass.RESET, ErrorClass.THROTTLED, ErrorClass.SERVER, ErrorClass.PROTOCOL})
+_RETURNED = frozenset({ErrorClass.CONTENT_POLICY, ErrorClass.BAD_REQUEST})
+_UNHEALTHY = frozenset({ErrorClass.CONNECT, ErrorClass.RESET, ErrorClass.TIMEOUT, ErrorClass.SERVER,
+                        ErrorClass.MISCONFIGURED, ErrorClass.STREAM_CUT, ErrorClass.PROTOCOL})
+
+
+@dataclass(slots=True)
+class VendorError(Exception):
+    """A classified failure of one attempt."""
+
+    cls: ErrorClass
+    message: str
+    status: int | None = None
+    retry_after: float | None = None
+    code: str | None = None
+
+    def __str__(self) -> str:
+        s = f" {self.status}" if self.status else ""
+        return f"{self.cls.value}{s}: {self.message}"
+
+
+@dataclass(slots=True)
+class UpstreamRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    body: bytes | None = None
+
+
+@dataclass(slots=True)
+class StreamDelta:
+    """One normalised stream event: an OpenAI `delta` dict and/or finish/usage."""
+
+    delta: dict[str, Any] | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+
+    @property
+    def has_content(self) -> bool:
+        d = self.delta
+        return bool(d) and bool(d.get("content") or d.get("tool_calls") or d.get("reasoning_content")
+                                or d.get("refusal"))
+
+
+class StreamDecoder:
+    """Turns a vendor's SSE events into StreamDeltas; one per attempt.
+
+    `feed` returns the deltas for one event, raises VendorError for an in-band
+    error event, and sets `done` when the vendor's terminal event arrives.
+    Malformed events are skipped and counted in `malformed`.
+    """
+
+    def __init__(self) -> None:
+        self.done = False
+        self.malformed = 0
+
+    def feed(self, event: str | None, data: str) -> list[StreamDelta]:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+@dataclass(slots=True)
+class ChatResult:
+    """A complete non-streaming answer in OpenAI shape (without id/created)."""
+
+    message: dict[str, Any]
+    finish_reason: str | None
+    usage: dict[str, Any] | None
+    extra_choices: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Adapter:
+    """Base class; one instance per vendor."""
+
+    kind: ClassVar[str] = ""
+    supports_prefill: ClassVar[bool] = False
+
+    def __init__(self, vendor: VendorConfig):
+        self.vendor = vendor
+
+    # requests
+    def chat_request(self, body: dict[str, Any], model: str, *, stream: bool,
+                     prefill: str | None = None) -> UpstreamRequest:
+        raise NotImplementedError
+
+    def probe_request(self, model: str, mode: str) -> UpstreamRequest:
+        """mode "models": the unbilled models list; "completion": max_tokens=1."""
+        raise NotImplementedError
+
+    # responses
+    def parse_chat(self, data: bytes) -> ChatResult:
+        raise NotImplementedError
+
+    def stream_decoder(self) -> StreamDecoder:
+        raise NotImplementedError
+
+    def classify_error(self, status: int, headers: Any, body: bytes) -> VendorError:
+        raise NotImplementedError
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def status_class(status: int) -> ErrorClass:
+    """Default mapping of an HTTP status to the contract, before body inspection."""
+    if status == 429:
+        return ErrorClass.THROTTLED
+    if status in (401, 402, 403, 404):
+        return ErrorClass.MISCONFIGURED
+    if status >= 500 or status == 408 or status == 529:
+        return ErrorClass.SERVER
+    if 400 <= status < 500:
+        return ErrorClass.BAD_REQUEST
+    return ErrorClass.PROTOCOL
+
+
+CONTEXT_MARKERS = ("context_length_exceeded", "maximum context length", "context window",
+                   "prompt is too long", "too many tokens", "input token count", "exceeds the context")
+POLICY_MARKERS = ("content_policy", "content policy", "content_filter", "safety", "responsible ai",
+                  "flagged")
+
+
+def refine_400(message: str, code: str | None, etype: str | None) -> ErrorClass:
+    """Tell context-length and content-policy 400s from other client errors."""
+    hay = " ".join(x for x in (message, code or "", etype or "") if x).lower()
+    if any(m in hay for m in CONTEXT_MARKERS):
+        return ErrorClass.CONTEXT_LENGTH
+    if any(m in hay for m in POLICY_MARKERS):
+        return ErrorClass.CONTENT_POLICY
+    return ErrorClass.BAD_REQUEST
