@@ -1,0 +1,29 @@
+"""Vendor adapters, chosen by a vendor's `kind`.
+
+The router builds one adapter per configured vendor through `make_adapter`,
+so adding a wire format means adding a module and one line here, never
+touching the router.
+"""
+
+from __future__ import annotations
+
+from gateway.adapters.base import Adapter
+from gateway.config import VendorConfig
+
+
+def make_adapter(vendor: VendorConfig) -> Adapter:
+    """The adapter for `vendor.kind` ("openai", "anthropic" or "gemini")."""
+    kind = vendor.kind
+    if kind == "openai":
+        from gateway.adapters.openai import OpenAIAdapter
+        return OpenAIAdapter(vendor)
+    if kind == "anthropic":
+        from gateway.adapters.anthropic import AnthropicAdapter
+        return AnthropicAdapter(vendor)
+    if kind == "gemini":
+        from gateway.adapters.gemini import GeminiAdapter
+        return GeminiAdapter(vendor)
+    raise ValueError(f"unknown vendor kind {kind!r} for vendor {vendor.name!r}")
+
+
+__all__ = ["Adapter", "make_adapter"]
