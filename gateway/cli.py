@@ -1,0 +1,162 @@
+"""`patchbay` command line: serve, check-config, mock, demo, tui, history and operator commands.
+
+Imports are lazy per command so `patchbay check-config` starts instantly and
+the gateway never imports Textual.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+DEFAULT_CONFIG = "patchbay.toml"
+DEFAULT_ADMIN_URL = "http://127.0.0.1:4001"
+
+
+def _load(path: str):
+    from gateway.config import ConfigError, load_config
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    cfg = _load(args.config)
+    n_targets = len(cfg.targets())
+    print(f"{args.config}: OK — {len(cfg.vendors)} vendor(s), {len(cfg.routes)} route(s), {n_targets} target(s)")
+    for r in cfg.routes.values():
+        print(f"  route {r.name}: " + " -> ".join(t.id for t in r.targets))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.app import install_uvloop, serve_forever
+    cfg = _load(args.config)
+    install_uvloop()
+    asyncio.run(serve_forever(cfg))
+    return 0
+
+
+def cmd_mock(args: argparse.Namespace) -> int:
+    from gateway.mock.server import run
+    run(args.host, args.port)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    if args.admin_url:
+        from gateway.control import history_remote
+        return history_remote(args)
+    cfg = _load(args.config)
+    from store.history import history_main
+    return history_main(cfg.store.path, args.limit, args.route, args.target, args.outcome)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo import run_demo
+    return run_demo(args)
+
+
+def cmd_tui(args: argparse.Namespace) -> int:
+    from tui.app import run_tui
+    token = os.environ.get("PATCHBAY_ADMIN_TOKEN", "")
+    return run_tui(args.admin_url or DEFAULT_ADMIN_URL, token, args.readonly, args.refresh)
+
+
+def _control(name: str):
+    def run(args: argparse.Namespace) -> int:
+        from gateway import control
+        return getattr(control, name)(args)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="patchbay", description="LLM failover gateway with a terminal control panel")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: patchbay.toml)")
+
+    def with_admin(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--admin-url", default=os.environ.get("PATCHBAY_ADMIN_URL"),
+                        help=f"admin API of a running gateway (default {DEFAULT_ADMIN_URL}); "
+                             "token from PATCHBAY_ADMIN_TOKEN")
+
+    sp = sub.add_parser("serve", help="run the gateway")
+    with_config(sp)
+    sp.add_argument("--log-level", default="info")
+    sp.set_defaults(func=cmd_serve)
+
+    sp = sub.add_parser("check-config", help="validate a config file and exit non-zero on error")
+    with_config(sp)
+    sp.set_defaults(func=cmd_check_config)
+
+    sp = sub.add_parser("mock", help="run fake OpenAI, Anthropic and Gemini vendors with fault injection")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=9000)
+    sp.set_defaults(func=cmd_mock)
+
+    sp = sub.add_parser("demo", help="fake vendors + gateway + traffic + control panel, no API keys needed")
+    sp.add_argument("--no-tui", action="store_true", help="print a live summary instead of opening the TUI")
+    sp.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    sp.add_argument("--rps", type=float, default=5.0, help="synthetic requests per second")
+    sp.set_defaults(func=cmd_demo)
+
+    sp = sub.add_parser("tui", help="open the control panel on a running gateway")
+    sp.add_argument("--admin-url", default=os.environ.get("PATCHBAY_ADMIN_URL"))
+    sp.add_argument("--readonly", action="store_true", help="hide every modifying action")
+    sp.add_argument("--refresh", type=float, default=1.0, help="seconds between state refreshes")
+    sp.set_defaults(func=cmd_tui)
+
+    sp = sub.add_parser("history", help="recent requests (from the database, or a gateway with --admin-url)")
+    with_config(sp)
+    sp.add_argument("--admin-url", default=None)
+    sp.add_argument("--limit", type=int, default=20)
+    sp.add_argument("--route")
+    sp.add_argument("--target")
+    sp.add_argument("--outcome")
+    sp.set_defaults(func=cmd_history)
+
+    sp = sub.add_parser("status", help="routes and target health of a running gateway")
+    with_admin(sp)
+    sp.set_defaults(func=_control("status"))
+
+    sp = sub.add_parser("order", help="set a route's fallback order")
+    with_admin(sp)
+    sp.add_argument("route")
+    sp.add_argument("targets", nargs="+")
+    sp.set_defaults(func=_control("order"))
+
+    for verb in ("disable", "enable"):
+        sp = sub.add_parser(verb, help=f"{verb} a target (vendor/model) or a whole vendor")
+        with_admin(sp)
+        sp.add_argument("what", help="a target id like openai/gpt-4.1, or a vendor name like openai")
+        if verb == "disable":
+            sp.add_argument("--reason", default="")
+        sp.set_defaults(func=_control(verb))
+
+    sp = sub.add_parser("drill", help="run a failover drill on a target and print its report")
+    with_admin(sp)
+    sp.add_argument("target")
+    sp.add_argument("--fault", required=True, help="error:503 | error:429 | timeout | hang | latency:MS | stream_cut")
+    sp.add_argument("--duration", type=float, default=30)
+    sp.add_argument("--traffic", type=float, default=0, help="synthetic requests per second during the drill")
+    sp.set_defaults(func=_control("drill"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = getattr(args, "log_level", "info").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""The OpenAI-compatible data plane: /v1/chat/completions, /v1/models, /healthz.
+
+Applications change only `base_url`; everything they can get wrong (bad JSON,
+wrong types, oversize bodies, unknown models, bad keys) comes back as an
+OpenAI-style error body with the matching status, so their SDK raises the
+exception it already knows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.router import Call, ClientError, Router
+from gateway.runtime import Runtime
+from store.records import new_id
+
+log = logging.getLogger("patchbay")
+
+ROUTER_KEY = web.AppKey("router", Router)
+RUNTIME_KEY = web.AppKey("runtime", Runtime)
+
+_TYPES = {
+    "temperature": (int, float), "top_p": (int, float), "max_tokens": int, "max_completion_tokens": int,
+    "n": int, "stream": bool, "stop": (str, list, type(None)), "tools": list, "user": str,
+    "presence_penalty": (int, float), "frequency_penalty": (int, float), "seed": int,
+    "stream_options": (dict, type(None)), "response_format": dict, "parallel_tool_calls": bool,
+    "tool_choice": (str, dict), "logprobs": bool, "metadata": dict,
+}
+_TYPE_WORDS = {int: "an integer", float: "a number", bool: "a boolean", str: "a string", list: "an array",
+               dict: "an object", type(None): "null"}
+
+
+def error_response(status: int, message: str, etype: str = "invalid_request_error", code: str | None = None,
+                   param: str | None = None, headers: dict | None = None) -> web.Response:
+    return web.Response(status=status, body=ClientError(status, message, etype, code, param).body(),
+                        content_type="application/json", headers=headers)
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object",
+            type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def validate_chat(body: Any) -> None:
+    """Raise ClientError for a request no vendor should see."""
+    if not isinstance(body, dict):
+        raise ClientError(400, f"The request body must be a JSON object, got {_type_name(body)}.")
+    model = body.get("model")
+    if model is None:
+        raise ClientError(400, "you must provide a model parameter", param="model", code="missing_required_parameter")
+    if not isinstance(model, str):
+        raise ClientError(400, f"Invalid type for 'model': expected a string, but got {_type_name(model)}.",
+                          param="model", code="invalid_type")
+    messages = body.get("messages")
+    if messages is None:
+        raise ClientError(400, "Missing required parameter: 'messages'.", param="messages",
+                          code="missing_required_parameter")
+    if not isinstance(messages, list):
+        raise ClientError(400, f"Invalid type for 'messages': expected an array, but got {_type_name(messages)}.",
+                          param="messages", code="invalid_type")
+    if not messages:
+        raise ClientError(400, "Invalid 'messages': empty array. Expected an array with minimum length 1.",
+                          param="messages", code="empty_array")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise ClientError(400, f"Invalid type for 'messages[{i}]': expected an object, but got {_type_name(m)}.",
+                              param=f"messages[{i}]", code="invalid_type")
+        role = m.get("role")
+        if not isinstance(role, str) or role not in ("system", "developer", "user", "assistant", "tool", "function"):
+            raise ClientError(400, f"Invalid value for 'messages[{i}].role': {role!r}. Supported values are: "
+                                   "'system', 'developer', 'user', 'assistant' and 'tool'.",
+                              param=f"messages[{i}].role", code="invalid_value")
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise ClientError(400, f"Invalid type for 'messages[{i}].content': expected a string or an array, "
+                                   f"but got {_type_name(content)}.", param=f"messages[{i}].content",
+                              code="invalid_type")
+    for key, types in _TYPES.items():
+        v = body.get(key)
+        if v is not None:
+            tt = types if isinstance(types, tuple) else (types,)
+            if isinstance(v, bool) and bool not in tt or not isinstance(v, tt):
+                words = " or ".join(_TYPE_WORDS[t] for t in tt)
+                raise ClientError(400, f"Invalid type for '{key}': expected {words}, but got {_type_name(v)}.",
+                                  param=key, code="invalid_type")
+    n = body.get("n")
+    if n not in (None, 1):
+        raise ClientError(400, "Patchbay supports only n=1: failover cannot merge choices across vendors.",
+                          param="n", code="unsupported_value")
+
+
+class DataPlane:
+    """Handlers for the client-facing listener."""
+
+    def __init__(self, runtime: Runtime, router: Router, client_keys: list[str]):
+        self.rt = runtime
+        self.router = router
+        self._keys = [k.encode() for k in client_keys]
+        self._key_ids = {k: hashlib.sha256(k).hexdigest()[:12] for k in self._keys}
+        self.max_body = runtime.config.server.max_body_bytes
+
+    def _auth(self, request: web.Request) -> str | None:
+        """Return the client key id; raise ClientError(401) when keys are set and none matches."""
+        if not self._keys:
+            return None
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise ClientError(401, "Missing API key. Send 'Authorization: Bearer <key>' with a Patchbay client key.",
+                              "invalid_request_error", "invalid_api_key",
+                              headers={"www-authenticate": "Bearer"})
+        presented = token.strip().encode()
+        match = None
+        for k in self._keys:  # compare against every key so timing says nothing about which matched
+            if hmac.compare_digest(presented, k):
+                match = k
+        if match is None:
+            raise ClientError(401, "Incorrect API key provided. Use a key listed in the gateway's client keys.",
+                              "invalid_request_error", "invalid_api_key",
+                              headers={"www-authenticate": "Bearer"})
+        return self._key_ids[match]
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        try:
+            key_id = self._auth(request)
+            if request.content_length is not None and request.content_length > self.max_body:
+                raise ClientError(413, f"Request body is {request.content_length} bytes; the limit is "
+                                       f"{self.max_body} bytes.", code="request_too_large")
+            try:
+                raw = await request.read()
+            except web.HTTPRequestEntityTooLarge:
+                raise ClientError(413, f"Request body exceeds the limit of {self.max_body} bytes.",
+                                  code="request_too_large") from None
+            try:
+                body = orjson.loads(raw)
+            except orjson.JSONDecodeError as e:
+                raise ClientError(400, f"We could not parse the JSON body of your request: {e}. "
+                                       "The body must be valid JSON.", code="invalid_json") from None
+            validate_chat(body)
+            resolved = self.rt.resolve(body["model"])
+            if resolved is None:
+                names = ", ".join(self.rt.model_names())
+                raise ClientError(404, f"The model '{body['model']}' does not exist on this gateway. "
+                                       f"Available: {names}.", code="model_not_found", param="model")
+        except ClientError as ce:
+            return web.Response(status=ce.status, body=ce.body(), content_type="application/json",
+                                headers={"x-request-id": new_id(), **ce.headers})
+        route, targets, fallback = resolved
+        stream = bool(body.get("stream"))
+        so = body.get("stream_options") or {}
+        call = Call(id=new_id(), route=route, targets=targets, fallback=fallback, body=body, stream=stream,
+                    include_usage=bool(so.get("include_usage")), client_key_id=key_id,
+                    drill_id=request.headers.get("x-patchbay-drill") if request.remote == "127.0.0.1" else None)
+        if stream:
+            return await self.router.stream(call, request)
+        status, headers, out = await self.router.complete(call)
+        return web.Response(status=status, body=out, headers=headers, content_type="application/json")
+
+    async def models(self, request: web.Request) -> web.Response:
+        try:
+            self._auth(request)
+        except ClientError as ce:
+            return web.Response(status=ce.status, body=ce.body(), content_type="application/json")
+        now = int(time.time())
+        data = [{"id": name, "object": "model", "created": now, "owned_by": "patchbay"}
+                for name in self.rt.routes]
+        data += [{"id": tid, "object": "model", "created": now, "owned_by": t.vendor.name}
+                 for tid, t in self.rt.targets.items()]
+        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type="application/json")
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        store = self.rt.store.stats()
+        routes = {name: self.rt.serving(r) for name, r in self.rt.routes.items()}
+        ok = all(v is not None for v in routes.values())
+        body = {"ok": ok and store.get("ok", True), "routes": routes,
+                "store": {"ok": store.get("ok", True), "rows_not_written": store.get("rows_not_written", 0)}}
+        return web.Response(status=200 if body["ok"] else 503, body=orjson.dumps(body),
+                            content_type="application/json")
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        return error_response(404, f"Unknown path {request.method} {request.path}. Patchbay serves "
+                                   "POST /v1/chat/completions, GET /v1/models and GET /healthz.",
+                              code="unknown_url")
+
+
+def make_data_app(runtime: Runtime, router: Router, client_keys: list[str]) -> web.Application:
+    # client_max_size is a hard stop above the limit; the handler reports it OpenAI-style.
+    app = web.Application(client_max_size=runtime.config.server.max_body_bytes,
+                          middlewares=[_error_middleware])
+    dp = DataPlane(runtime, router, client_keys)
+    app[ROUTER_KEY] = router
+    app[RUNTIME_KEY] = runtime
+    app.router.add_post("/v1/chat/completions", dp.chat)
+    app.router.add_post("/chat/completions", dp.chat)
+    app.router.add_get("/v1/models", dp.models)
+    app.router.add_get("/healthz", dp.healthz)
+    return app
+
+
+@web.middleware
+async def _error_middleware(request: web.Request, handler):
+    """Turn aiohttp's own errors (404, 405, ...) into OpenAI-style bodies; never leak a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "unknown_url", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status)
+        msg = {404: f"Unknown path {request.path}. Patchbay serves POST /v1/chat/completions, GET /v1/models "
+                    "and GET /healthz.",
+               405: f"Method {request.method} is not allowed on {request.path}."}.get(exc.status, exc.reason)
+        return error_response(exc.status, msg, code=code)
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "Patchbay hit an internal error; the request was not completed.",
+                              "server_error", "internal_error")
