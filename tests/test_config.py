@@ -1,0 +1,136 @@
+"""Config validation: every problem names the file, the key path and what is wrong."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from gateway.config import ConfigError, load_config
+
+GOOD = """
+[server]
+listen = "127.0.0.1:4000"
+admin_listen = "127.0.0.1:4001"
+
+[timeouts]
+connect = 2
+first_byte = 5.5
+
+[vendors.openai]
+kind = "openai"
+base_url = "https://api.openai.com/v1/"
+api_key_env = "TEST_OPENAI_KEY"
+
+[vendors.anthropic]
+kind = "anthropic"
+base_url = "https://api.anthropic.com"
+
+[[routes]]
+name = "chat"
+targets = [
+  { vendor = "openai", model = "gpt-4.1" },
+  { vendor = "anthropic", model = "claude-sonnet-4-20250514", prefill = true, context_window = 200000 },
+]
+fallback_response = "busy"
+
+[prices]
+"openai/gpt-4.1" = { input = 2.00, output = 8.00 }
+"""
+
+
+def write(tmp_path, text: str):
+    p = tmp_path / "patchbay.toml"
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def problems(tmp_path, text: str, env=None) -> list[tuple[str, str]]:
+    with pytest.raises(ConfigError) as ei:
+        load_config(write(tmp_path, text), env=env if env is not None else {"TEST_OPENAI_KEY": "sk-x"})
+    return ei.value.problems
+
+
+def test_good_config_loads(tmp_path):
+    cfg = load_config(write(tmp_path, GOOD), env={"TEST_OPENAI_KEY": "sk-secret"})
+    assert cfg.timeouts.first_byte == 5.5 and cfg.timeouts.idle == 15.0
+    assert cfg.vendors["openai"].base_url == "https://api.openai.com/v1"
+    assert cfg.vendors["openai"].api_key == "sk-secret"
+    assert "sk-secret" not in repr(cfg.vendors["openai"])  # the key never prints
+    route = cfg.routes["chat"]
+    assert [t.id for t in route.targets] == ["openai/gpt-4.1", "anthropic/claude-sonnet-4-20250514"]
+    assert route.targets[1].prefill and route.targets[1].context_window == 200000
+    assert route.fallback_response == "busy"
+    assert cfg.prices["openai/gpt-4.1"].output == 8.0
+    assert cfg.store.path == str(tmp_path / "patchbay.db")
+    assert cfg.overrides_path == str(tmp_path / "patchbay.overrides.toml")
+
+
+@pytest.mark.parametrize("text,key,fragment", [
+    ("[server]\nlisten = 4000\n", "server.listen", "must be a string, got integer"),
+    ("[server]\nlisten = \"nohost\"\n", "server.listen", "HOST:PORT"),
+    ("[timeouts]\nconnect = \"3\"\n", "timeouts.connect", "must be a number, got string"),
+    ("[timeouts]\nconnect = -1\n", "timeouts.connect", "greater than 0"),
+    ("[retry]\nmax_attempts_per_target = true\n", "retry.max_attempts_per_target", "got boolean"),
+    ("[prober]\nmode = \"ping\"\n", "prober.mode", "must be one of models, completion"),
+    ("[breaker]\ncooldwn = 3\n", "breaker.cooldwn", "unknown key"),
+    ("[bogus]\n", "bogus", "unknown key"),
+    ("[store]\nlog_bodies = \"yes\"\n", "store.log_bodies", "true or false"),
+])
+def test_wrong_values_are_named(tmp_path, text, key, fragment):
+    base = GOOD.split("[vendors.openai]")[1]
+    found = problems(tmp_path, text + "\n[vendors.openai]" + base)
+    assert any(k == key and fragment in reason for k, reason in found), found
+
+
+def test_unknown_vendor_in_route(tmp_path):
+    text = GOOD.replace('{ vendor = "openai", model = "gpt-4.1" }', '{ vendor = "opneai", model = "gpt-4.1" }')
+    found = problems(tmp_path, text)
+    assert ("routes[0].targets[0].vendor", "unknown vendor 'opneai' (vendors: anthropic, openai)") in found
+
+
+def test_duplicate_target(tmp_path):
+    text = GOOD.replace('{ vendor = "openai", model = "gpt-4.1" },',
+                        '{ vendor = "openai", model = "gpt-4.1" }, { vendor = "openai", model = "gpt-4.1" },')
+    found = problems(tmp_path, text)
+    assert any(k == "routes[0].targets[1]" and "duplicate target 'openai/gpt-4.1'" in r for k, r in found), found
+
+
+def test_missing_env_var_for_key(tmp_path):
+    found = problems(tmp_path, GOOD, env={})
+    assert ("vendors.openai.api_key_env",
+            "environment variable TEST_OPENAI_KEY is not set (it holds this vendor's API key)") in found
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    text = GOOD.replace('kind = "anthropic"', 'kind = "anthropc"').replace("connect = 2", "connect = \"2\"")
+    found = problems(tmp_path, text)
+    keys = {k for k, _ in found}
+    assert {"vendors.anthropic.kind", "timeouts.connect"} <= keys
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.toml", env={})
+    p = write(tmp_path, "[server\nlisten=1")
+    with pytest.raises(ConfigError, match="not valid TOML") as ei:
+        load_config(p, env={})
+    assert str(p) in ei.value.render()
+
+
+def test_check_config_command(tmp_path):
+    good = write(tmp_path, GOOD)
+    env = {"TEST_OPENAI_KEY": "sk-x", "PATH": "/usr/bin:/bin"}
+    ok = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", "-c", str(good)],
+                        capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "route chat: openai/gpt-4.1 -> anthropic/claude-sonnet-4-20250514" in ok.stdout
+    assert "sk-x" not in ok.stdout + ok.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text(GOOD.replace('listen = "127.0.0.1:4000"', "listen = 4000"))
+    res = subprocess.run([sys.executable, "-m", "gateway.cli", "check-config", "-c", str(bad)],
+                         capture_output=True, text=True, env=env)
+    assert res.returncode == 2
+    assert f"{bad}: server.listen: must be a string, got integer" in res.stderr
