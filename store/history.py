@@ -1,0 +1,454 @@
+"""Read side of the request log: history pages, request detail, events, drills.
+
+Every page is a keyset page on (ts, id) descending -- never OFFSET -- so page
+1,000 of a million-row log costs the same as page 1, and rows arriving while an
+operator pages never shift or repeat what they see. The cursor is opaque
+(base64 of the last row's ts and id).
+
+Reads use their own connections, one per thread (the admin API calls these
+from a thread executor), opened read-only in spirit (`query_only`), so they can
+never take the writer's lock. A missing database or schema reads as empty: the
+history of a gateway that has not logged anything yet is an empty page, not an
+error.
+"""
+
+from __future__ import annotations
+
+import base64
+import heapq
+import json
+import os
+import re
+import sqlite3
+import threading
+from typing import Any, Iterable, Sequence
+
+from .schema import BOOL_COLUMNS, JSON_COLUMNS, SCHEMA_VERSION
+
+#: columns returned in list pages (bodies only come with get_request)
+LIST_COLUMNS = (
+    "id", "ts", "route", "stream", "outcome", "http_status", "client_key_id", "final_target", "model",
+    "attempts", "failovers", "latency_ms", "ttft_ms", "overhead_ms", "prompt_tokens", "completion_tokens",
+    "cost", "error_class", "error_message", "drill_id",
+)
+
+#: below this many FTS matches, fetch them all and sort; above, walk the time index
+_SPARSE_MATCHES = 2000
+#: most sub-queries one filter may expand into (lists of routes x targets x outcomes, q matches)
+_MAX_BRANCHES = 64
+
+_ID_RE = re.compile(r"^[A-Za-z]+_[0-9a-f]{12,}$")
+
+
+class BadCursor(ValueError):
+    """The cursor string was not produced by this store (bad input from a client)."""
+
+
+def encode_cursor(ts: float, id_: str) -> str:
+    raw = f"{ts!r}|{id_}".encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        pad = "=" * (-len(cursor) % 4)
+        raw = base64.urlsafe_b64decode(cursor + pad).decode()
+        ts_text, id_ = raw.split("|", 1)
+        ts = float(ts_text)
+    except Exception as exc:
+        raise BadCursor(f"invalid cursor: {cursor[:40]!r}") from exc
+    if ts != ts:  # NaN
+        raise BadCursor("invalid cursor")
+    return ts, id_
+
+
+def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    out = [v for v in value if v is not None]
+    return out
+
+
+def _like_escape(text: str) -> str:
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _fts_phrase(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"'
+
+
+def _decode(table: str, row: dict[str, Any]) -> dict[str, Any]:
+    for name in JSON_COLUMNS[table]:
+        value = row.get(name)
+        if isinstance(value, str):
+            try:
+                row[name] = json.loads(value)
+            except ValueError:
+                pass
+    for name in BOOL_COLUMNS[table]:
+        if name in row and row[name] is not None:
+            row[name] = bool(row[name])
+    return row
+
+
+class History:
+    """Thread-safe queries over a Patchbay store file. Cheap to construct; connections open lazily."""
+
+    def __init__(self, path: str, timeout: float = 2.0):
+        self.path = path
+        self.timeout = timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._conns: list[sqlite3.Connection] = []
+        self._closed = False
+
+    # ----------------------------------------------------------------- connections
+
+    def _conn(self) -> sqlite3.Connection | None:
+        """This thread's connection, or None while the file or schema does not exist yet."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise RuntimeError("History is closed")
+        if self.path != ":memory:" and not self.path.startswith("file:") and not os.path.exists(self.path):
+            return None
+        conn = None
+        for mode in ("rw", "ro"):
+            try:
+                uri = self.path if self.path.startswith("file:") else f"file:{_quote_path(self.path)}?mode={mode}"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
+                                       timeout=self.timeout)
+                conn.execute("PRAGMA query_only=ON")
+                conn.execute("PRAGMA cache_size=-16384")
+                conn.execute("PRAGMA mmap_size=268435456")
+                version = conn.execute("PRAGMA user_version").fetchone()[0]
+                break
+            except sqlite3.Error:
+                if conn is not None:
+                    conn.close()
+                conn = None
+        if conn is None:
+            return None
+        if version < 1:
+            conn.close()          # no schema yet: try again next call
+            return None
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise RuntimeError(f"database schema version {version} is newer than this Patchbay")
+        self._local.conn = conn
+        with self._lock:
+            self._conns.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every thread's connection (call once, when the admin API stops)."""
+        self._closed = True
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for c in conns:
+            try:
+                c.close()
+            except sqlite3.Error:
+                pass
+
+    def __enter__(self) -> "History":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _rows(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        conn = self._conn()
+        if conn is None:
+            return []
+        cur = conn.execute(sql, tuple(params))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
+
+    # ----------------------------------------------------------------- requests
+
+    def list_requests(
+        self,
+        route: str | Sequence[str] | None = None,
+        target: str | Sequence[str] | None = None,
+        outcome: str | Sequence[str] | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        q: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        drill_id: str | None = None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of requests, newest first, and the cursor for the next page (None at the end).
+
+        route/target/outcome take one value or a list (any of). since/until are epoch
+        seconds (since inclusive, until exclusive). q is free text matched (case-
+        insensitively, as a substring) against route, final target, error class and
+        error message, or an exact request id.
+        """
+        limit = max(1, min(int(limit), 1000))
+        after = decode_cursor(cursor) if cursor else None
+        conn = self._conn()
+        if conn is None:
+            return [], None
+
+        routes, targets, outcomes = _as_list(route), _as_list(target), _as_list(outcome)
+        if routes == [] or targets == [] or outcomes == []:
+            return [], None
+
+        base_where: list[str] = []
+        base_params: list[Any] = []
+        if since is not None:
+            base_where.append("ts >= ?")
+            base_params.append(float(since))
+        if until is not None:
+            base_where.append("ts < ?")
+            base_params.append(float(until))
+        if drill_id is not None:
+            base_where.append("drill_id = ?")
+            base_params.append(drill_id)
+        if after is not None:
+            base_where.append("(ts < ? OR (ts = ? AND id < ?))")
+            base_params.extend((after[0], after[0], after[1]))
+
+        # Each equality list becomes one branch per value so each branch is an
+        # ordered index range; branches are merged here (heap merge on ts, id).
+        branches: list[tuple[list[str], list[Any], str | None]] = []
+        eq_sets = [[]]  # list of (col, value) combos
+        for col, values in (("route", routes), ("final_target", targets), ("outcome", outcomes)):
+            if values is None:
+                continue
+            eq_sets = [combo + [(col, v)] for combo in eq_sets for v in values]
+        if len(eq_sets) > _MAX_BRANCHES:
+            raise ValueError("too many filter combinations")
+
+        text = (q or "").strip()
+        for combo in eq_sets:
+            where = base_where + [f"{col} = ?" for col, _ in combo]
+            params = base_params + [v for _, v in combo]
+            if not text:
+                branches.append((where, params, None))
+            else:
+                branches.extend(self._q_branches(conn, text, combo, where, params))
+        if len(branches) > _MAX_BRANCHES * 4:
+            raise ValueError("search too broad; add a filter")
+
+        cols = ", ".join(LIST_COLUMNS)
+        results: list[list[dict[str, Any]]] = []
+        for where, params, special in branches:
+            if special is None:
+                sql = (f"SELECT {cols} FROM requests"
+                       + (" WHERE " + " AND ".join(where) if where else "")
+                       + " ORDER BY ts DESC, id DESC LIMIT ?")
+                rows = self._rows(sql, params + [limit + 1])
+            else:
+                rows = self._rows(special, params + [limit + 1])
+            results.append(rows)
+
+        if len(results) == 1:
+            merged = results[0]
+        else:
+            merged = []
+            seen: set[str] = set()
+            for row in heapq.merge(*results, key=lambda r: (r["ts"], r["id"]), reverse=True):
+                if row["id"] in seen:
+                    continue
+                seen.add(row["id"])
+                merged.append(row)
+                if len(merged) > limit:
+                    break
+        page = [_decode("requests", r) for r in merged[:limit]]
+        next_cursor = encode_cursor(page[-1]["ts"], page[-1]["id"]) if len(merged) > limit else None
+        return page, next_cursor
+
+    def _q_branches(self, conn: sqlite3.Connection, text: str, combo: list[tuple[str, str]],
+                    where: list[str], params: list[Any]) -> list[tuple[list[str], list[Any], str | None]]:
+        """Sub-queries whose union is "rows matching text", each ordered by (ts, id) desc."""
+        out: list[tuple[list[str], list[Any], str | None]] = []
+        fixed = dict(combo)
+        needle = text.lower()
+        # route / target names: the small `names` table, matched in Python
+        for kind, col in (("route", "route"), ("target", "final_target")):
+            values = [v for (v,) in conn.execute("SELECT value FROM names WHERE kind = ?", (kind,))
+                      if needle in v.lower()]
+            for v in values:
+                if col in fixed and fixed[col] != v:
+                    continue
+                out.append((where + [f"{col} = ?"], params + [v], None))
+        # an exact request id
+        if _ID_RE.match(text):
+            out.append((where + ["id = ?"], params + [text], None))
+        # error class / message
+        cols = ", ".join("r." + c for c in LIST_COLUMNS)
+        if len(text) >= 3:
+            n = conn.execute(
+                "SELECT count(*) FROM (SELECT rowid FROM requests_fts WHERE requests_fts MATCH ? LIMIT ?)",
+                (_fts_phrase(text), _SPARSE_MATCHES),
+            ).fetchone()[0]
+            if n == 0:
+                return out
+            if n < _SPARSE_MATCHES:
+                sql = (f"SELECT {cols} FROM (SELECT rowid AS rid FROM requests_fts WHERE requests_fts MATCH ?) AS m "
+                       f"CROSS JOIN requests AS r ON r.rowid = m.rid WHERE 1{_qualify(where)} "
+                       "ORDER BY r.ts DESC, r.id DESC LIMIT ?")
+                out.append(([], [_fts_phrase(text)] + params, sql))
+                return out
+        # many matches (or too short for trigrams): walk rows with error text newest first
+        like = _like_escape(text)
+        sql = (f"SELECT {', '.join(LIST_COLUMNS)} FROM requests INDEXED BY requests_err_ts "
+               f"WHERE error_message IS NOT NULL{(' AND ' + ' AND '.join(where)) if where else ''} "
+               "AND (error_message LIKE ? ESCAPE '\\' OR error_class LIKE ? ESCAPE '\\') "
+               "ORDER BY ts DESC, id DESC LIMIT ?")
+        out.append(([], params + [like, like], sql))
+        return out
+
+    def count_requests(
+        self,
+        route: str | None = None,
+        target: str | None = None,
+        outcome: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        cap: int | None = None,
+    ) -> int:
+        """How many requests match (an index count; pass `cap` to bound the work on huge logs)."""
+        where, params = [], []
+        for col, value in (("route", route), ("final_target", target), ("outcome", outcome)):
+            if value is not None:
+                where.append(f"{col} = ?")
+                params.append(value)
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(float(since))
+        if until is not None:
+            where.append("ts < ?")
+            params.append(float(until))
+        inner = "SELECT 1 FROM requests" + (" WHERE " + " AND ".join(where) if where else "")
+        if cap is not None:
+            inner += " LIMIT ?"
+            params.append(int(cap))
+        rows = self._rows(f"SELECT count(*) AS n FROM ({inner})", params)
+        return int(rows[0]["n"]) if rows else 0
+
+    def get_request(self, id_: str) -> dict[str, Any] | None:
+        """A request with its attempt chain (ordered by n) and the events tied to it."""
+        rows = self._rows("SELECT * FROM requests WHERE id = ?", (id_,))
+        if not rows:
+            return None
+        req = _decode("requests", rows[0])
+        attempts = [_decode("attempts", r) for r in
+                    self._rows("SELECT * FROM attempts WHERE request_id = ? ORDER BY n", (id_,))]
+        events = [_decode("events", r) for r in
+                  self._rows("SELECT rowid AS id, * FROM events WHERE request_id = ? ORDER BY ts, rowid", (id_,))]
+        req["attempt_count"] = req["attempts"]
+        req["attempts"] = attempts
+        req["events"] = events
+        return req
+
+    def summary(self, since: float, until: float | None = None) -> dict[str, dict[str, Any]]:
+        """Per-target figures from attempts since `since`: attempts, errors, p50/p95 latency of
+        successful attempts, plus requests answered and their cost. Seeds the health model
+        after a restart so tiles do not start blank."""
+        where = "ts >= ?" + (" AND ts < ?" if until is not None else "")
+        params: list[Any] = [float(since)] + ([float(until)] if until is not None else [])
+        out: dict[str, dict[str, Any]] = {}
+        for r in self._rows(
+            f"SELECT target, count(*) AS attempts, sum(outcome != 'ok') AS errors FROM attempts "
+            f"WHERE {where} GROUP BY target", params,
+        ):
+            out[r["target"]] = {"attempts": r["attempts"], "errors": int(r["errors"] or 0),
+                                "requests": 0, "cost": 0.0, "p50_ms": None, "p95_ms": None}
+        latencies: dict[str, list[float]] = {}
+        for r in self._rows(
+            f"SELECT target, latency_ms FROM attempts WHERE {where} AND outcome = 'ok' ORDER BY target, latency_ms",
+            params,
+        ):
+            latencies.setdefault(r["target"], []).append(r["latency_ms"])
+        for target, values in latencies.items():
+            entry = out.setdefault(target, {"attempts": 0, "errors": 0, "requests": 0, "cost": 0.0})
+            entry["p50_ms"] = _percentile(values, 0.50)
+            entry["p95_ms"] = _percentile(values, 0.95)
+        for r in self._rows(
+            f"SELECT final_target AS target, count(*) AS n, sum(cost) AS cost FROM requests "
+            f"WHERE {where} AND final_target IS NOT NULL GROUP BY final_target", params,
+        ):
+            entry = out.setdefault(r["target"], {"attempts": 0, "errors": 0, "p50_ms": None, "p95_ms": None})
+            entry["requests"] = r["n"]
+            entry["cost"] = float(r["cost"] or 0.0)
+        return out
+
+    def facets(self) -> dict[str, list[str]]:
+        """Every route, final target and outcome ever logged (for filter pickers)."""
+        out: dict[str, list[str]] = {"routes": [], "targets": [], "outcomes": []}
+        key = {"route": "routes", "target": "targets", "outcome": "outcomes"}
+        for r in self._rows("SELECT kind, value FROM names ORDER BY kind, value"):
+            if r["kind"] in key:
+                out[key[r["kind"]]].append(r["value"])
+        return out
+
+    # ----------------------------------------------------------------- events and drills
+
+    def list_events(
+        self,
+        since: float | None = None,
+        kind: str | None = None,
+        limit: int = 100,
+        before_id: int | None = None,
+        target: str | None = None,
+        request_id: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Events newest first (insertion order). Each has an integer `id`; pass the last
+        one as `before_id` for the next page."""
+        limit = max(1, min(int(limit), 5000))
+        where, params = [], []
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(float(since))
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
+        if target is not None:
+            where.append("target = ?")
+            params.append(target)
+        if request_id is not None:
+            where.append("request_id = ?")
+            params.append(request_id)
+        if before_id is not None:
+            where.append("rowid < ?")
+            params.append(int(before_id))
+        sql = ("SELECT rowid AS id, ts, kind, target, route, detail, request_id FROM events"
+               + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY rowid DESC LIMIT ?")
+        return [_decode("events", r) for r in self._rows(sql, params + [limit])]
+
+    def list_drills(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Drills newest first, with their reports."""
+        return [_decode("drills", r) for r in
+                self._rows("SELECT * FROM drills ORDER BY started DESC LIMIT ?", (max(1, int(limit)),))]
+
+    def get_drill(self, id_: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM drills WHERE id = ?", (id_,))
+        return _decode("drills", rows[0]) if rows else None
+
+
+def _qualify(where: list[str]) -> str:
+    """Prefix the shared filter terms with the `r.` alias for the FTS join."""
+    out = []
+    for w in where:
+        w = re.sub(r"\b(ts|id|route|final_target|outcome|drill_id)\b", r"r.\1", w)
+        out.append(w)
+    return "".join(" AND " + w for w in out)
+
+
+def _percentile(sorted_values: list[float], p: float) -> float | None:
+    if not sorted_values:
+        return None
+    k = min(len(sorted_values) - 1, max(0, int(round(p * (len(sorted_values) - 1)))))
+    return sorted_values[k]
+
+
+def _quote_path(path: str) -> str:
+    from urllib.parse import quote
+    return quote(os.path.abspath(path))

@@ -1,0 +1,578 @@
+"""The request log writer: one thread, batched commits, never in the gateway's way.
+
+The gateway calls `Store.put(row)` on its request path. `put` only appends to a
+bounded deque (no lock, no I/O, no waiting): when the deque is full the row is
+counted as dropped and `put` returns False, so a slow or broken disk can never
+stall traffic or grow memory without bound. One writer thread wakes every
+`batch_interval` seconds (or as soon as `batch_rows` rows are waiting) and
+commits what it finds in transactions of at most `batch_rows` rows.
+
+When SQLite fails (read-only file, disk full, locked by someone else, a missing
+directory) the writer keeps the unwritten rows in a bounded retry buffer and
+tries again with backoff; rows that overflow that buffer are counted in
+`rows_not_written`. `stats()` reports all of it for `/admin/state` and
+`/healthz`. A row that SQLite rejects on its own (bad value) is isolated with
+savepoints so it cannot poison the rows around it.
+
+Plain sqlite3 `executemany` is used for the hot inserts (sqlite-utils builds the
+schema): it binds tuples straight from the dataclasses with the least Python
+work while holding the GIL that the event loop also needs.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, fields
+from operator import attrgetter
+from typing import Any, Callable, Iterable
+
+from .records import AttemptRow, DrillRow, EventRow, RequestRow
+from .schema import JSON_COLUMNS, TABLES, configure_writer, ensure_schema, open_db
+
+Row = RequestRow | AttemptRow | EventRow | DrillRow
+
+#: errors caused by the environment (retry later) rather than by one row's values
+_ENV_ERRORS = (sqlite3.OperationalError, sqlite3.DatabaseError, OSError)
+_ROW_ERRORS = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError,
+               TypeError, ValueError, OverflowError, AttributeError, KeyError)
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    return json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
+
+
+@dataclass(frozen=True, slots=True)
+class _TableSQL:
+    sql: str
+    params: Callable[[Any], tuple]
+
+
+def _build_sql() -> dict[type, _TableSQL]:
+    """One INSERT (upsert where there is a key) per record type, and a fast tuple getter."""
+    out: dict[type, _TableSQL] = {}
+    for record, table in TABLES.items():
+        names = [f.name for f in fields(record)]
+        cols = ", ".join(names)
+        marks = ", ".join("?" for _ in names)
+        if table == "requests":
+            conflict = "(id)"
+        elif table == "attempts":
+            conflict = "(request_id, n)"
+        elif table == "drills":
+            conflict = "(id)"
+        else:
+            conflict = None
+        sql = f"INSERT INTO {table} ({cols}) VALUES ({marks})"
+        if conflict:
+            keys = {"(id)": {"id"}, "(request_id, n)": {"request_id", "n"}}[conflict]
+            sets = ", ".join(f"{n}=excluded.{n}" for n in names if n not in keys)
+            sql += f" ON CONFLICT{conflict} DO UPDATE SET {sets}"
+        json_cols = JSON_COLUMNS[table]
+        getter = attrgetter(*names)
+        if json_cols:
+            idx = [i for i, n in enumerate(names) if n in json_cols]
+
+            def params(row: Any, getter=getter, idx=idx) -> tuple:
+                values = list(getter(row))
+                for i in idx:
+                    values[i] = _json(values[i])
+                return tuple(values)
+        else:
+            params = getter
+        out[record] = _TableSQL(sql, params)
+    return out
+
+
+_SQL = _build_sql()
+
+
+class Sink:
+    """A writer connection and the code that turns rows into one transaction.
+
+    Used by the writer thread, and directly by benchmarks and tests that need
+    to load many rows through exactly the same statements.
+    """
+
+    def __init__(self, path: str):
+        self.path = path
+        self.conn: sqlite3.Connection | None = None
+        self._names: set[tuple[str, str]] = set()
+
+    def open(self) -> None:
+        """Open (creating the file and schema if needed). Raises on failure."""
+        self.close()
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0.5)
+        try:
+            configure_writer(conn)
+            ensure_schema(conn)
+            self._names = {(k, v) for k, v in conn.execute("SELECT kind, value FROM names")}
+        except BaseException:
+            conn.close()
+            raise
+        self.conn = conn
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except sqlite3.Error:
+                pass
+            self.conn = None
+
+    def write(self, rows: list[Any]) -> int:
+        """Write rows in one transaction (all or nothing). Returns rows written."""
+        conn = self.conn
+        assert conn is not None
+        groups: dict[type, list[tuple]] = {}
+        new_names: set[tuple[str, str]] = set()
+        for row in rows:
+            kind = type(row)
+            spec = _SQL[kind]            # KeyError for a foreign object: a row error
+            groups.setdefault(kind, []).append(spec.params(row))
+        if RequestRow in groups:
+            new_names = self._new_names(rows)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for kind, params in groups.items():
+                conn.executemany(_SQL[kind].sql, params)
+            if new_names:
+                conn.executemany("INSERT OR IGNORE INTO names (kind, value) VALUES (?, ?)", list(new_names))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self._names |= new_names
+        return len(rows)
+
+    def write_careful(self, rows: list[Any]) -> tuple[int, list[tuple[Any, str]]]:
+        """Write rows one savepoint each, so bad rows are skipped; returns (written, rejected)."""
+        conn = self.conn
+        assert conn is not None
+        rejected: list[tuple[Any, str]] = []
+        written = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for row in rows:
+                try:
+                    spec = _SQL[type(row)]
+                    params = spec.params(row)
+                    conn.execute("SAVEPOINT one")
+                    try:
+                        conn.execute(spec.sql, params)
+                        if isinstance(row, RequestRow):
+                            new = self._new_names([row])
+                            if new:
+                                conn.executemany("INSERT OR IGNORE INTO names (kind, value) VALUES (?, ?)", list(new))
+                                self._names |= new
+                    except BaseException:
+                        conn.execute("ROLLBACK TO one")
+                        conn.execute("RELEASE one")
+                        raise
+                    conn.execute("RELEASE one")
+                    written += 1
+                except _ROW_ERRORS as exc:
+                    rejected.append((row, f"{type(exc).__name__}: {exc}"))
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return written, rejected
+
+    def _new_names(self, rows: Iterable[Any]) -> set[tuple[str, str]]:
+        names = self._names
+        new = set()
+        for row in rows:
+            if type(row) is RequestRow:
+                for key in (("route", row.route), ("target", row.final_target), ("outcome", row.outcome)):
+                    if key[1] is not None and key not in names:
+                        new.add(key)
+        return new
+
+    def prune(self, cutoff: float, chunk: int = 5000) -> int:
+        """Delete one chunk of rows older than cutoff from each log table; returns rows deleted.
+
+        Small chunks keep each transaction short so live writes interleave with a
+        long prune instead of waiting behind it.
+        """
+        conn = self.conn
+        assert conn is not None
+        deleted = 0
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in ("requests", "attempts", "events"):
+                cur = conn.execute(
+                    f"DELETE FROM {table} WHERE rowid IN "
+                    f"(SELECT rowid FROM {table} WHERE ts < ? ORDER BY ts LIMIT ?)",
+                    (cutoff, chunk),
+                )
+                deleted += cur.rowcount
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return deleted
+
+
+class Store:
+    """Bounded, non-blocking request log writer. Start once, `put` from anywhere, `close` on stop.
+
+    batch_interval: longest a row waits before its batch is committed (seconds).
+    batch_rows:     most rows in one transaction; a full batch wakes the writer early.
+    queue_max:      rows waiting for the writer; beyond it `put` drops and counts.
+    retry_max:      rows held for retry while the database is failing; beyond it the
+                    oldest are given up and counted in `rows_not_written`.
+    retention_days: requests, attempts and events older than this are pruned by the
+                    writer every `prune_interval` seconds (None or 0 keeps everything).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        batch_interval: float = 0.1,
+        batch_rows: int = 500,
+        queue_max: int = 100_000,
+        retry_max: int | None = None,
+        retention_days: float | None = None,
+        prune_interval: float = 600.0,
+        prune_chunk: int = 5000,
+        retry_backoff: tuple[float, float] = (0.2, 5.0),
+    ):
+        self.path = path
+        self.batch_interval = batch_interval
+        self.batch_rows = max(1, int(batch_rows))
+        self.queue_max = max(1, int(queue_max))
+        self.retry_max = self.queue_max if retry_max is None else max(0, int(retry_max))
+        self.retention_days = retention_days
+        self.prune_interval = prune_interval
+        self.prune_chunk = prune_chunk
+        self._backoff_min, self._backoff_max = retry_backoff
+
+        self._queue: collections.deque[Any] = collections.deque()
+        self._pending: collections.deque[Any] = collections.deque()   # taken from the queue, not yet committed
+        self._wake = threading.Event()
+        self._stopping = False
+        self._closed = False
+        self._thread: threading.Thread | None = None
+        self._opened = threading.Event()
+        self._drop_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._flush_waiters: list[threading.Event] = []
+        self._sink = Sink(path)
+
+        # counters (written by the writer thread; read anywhere)
+        self._ok = True
+        self._last_error: str | None = None
+        self._failing_since: float | None = None
+        self._written = 0
+        self._batches = 0
+        self._rows_not_written = 0
+        self._rejected = 0
+        self._queue_dropped = 0          # total, for stats
+        self._dropped_unreported = 0     # since the last `store` event
+        self._pruned = 0
+        self._next_retry = 0.0
+        self._backoff = self._backoff_min
+        self._prune_requests: list[threading.Event] = []
+
+    # ----------------------------------------------------------------- producer side
+
+    def put(self, row: Row) -> bool:
+        """Queue a row for writing; never blocks. False when the row was dropped (queue full or closed)."""
+        q = self._queue
+        if len(q) >= self.queue_max or self._closed:
+            with self._drop_lock:
+                if self._closed:
+                    self._rows_not_written += 1
+                else:
+                    self._queue_dropped += 1
+                    self._dropped_unreported += 1
+            return False
+        q.append(row)
+        if len(q) >= self.batch_rows and not self._wake.is_set():
+            self._wake.set()
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        """Health of the log for /admin/state and /healthz (cheap; safe from any thread)."""
+        return {
+            "ok": self._ok,
+            "rows_not_written": self._rows_not_written,
+            "queue_dropped": self._queue_dropped,
+            "queued": len(self._queue) + len(self._pending),
+            "last_error": self._last_error,
+            "written": self._written,
+            "batches": self._batches,
+            "rejected": self._rejected,
+            "pruned": self._pruned,
+            "failing_since": self._failing_since,
+            "path": self.path,
+        }
+
+    # ----------------------------------------------------------------- lifecycle
+
+    def start(self, open_timeout: float = 2.0) -> "Store":
+        """Start the writer thread. Never raises for a bad database: that shows in `stats()`.
+
+        Waits up to `open_timeout` for the first open so the schema exists before
+        readers look, without letting a stuck disk hold up the gateway's start.
+        """
+        if self._thread is not None:
+            return self
+        self._thread = threading.Thread(target=self._run, name="patchbay-store-writer", daemon=True)
+        self._thread.start()
+        self._opened.wait(open_timeout)
+        return self
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until every row put before this call is committed (or given up). True if it happened in time."""
+        if self._thread is None or not self._thread.is_alive():
+            return not self._queue and not self._pending
+        done = threading.Event()
+        with self._flush_lock:
+            self._flush_waiters.append(done)
+        self._wake.set()
+        return done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Stop accepting rows, write everything queued, stop the thread.
+
+        Returns True when the writer stopped with nothing left over and the
+        database healthy; False when the database was failing or `timeout` hit.
+        Rows that could not be written are counted in `rows_not_written` (rows
+        SQLite itself refused are also counted, in `rejected`).
+        """
+        self._closed = True
+        self._stopping = True
+        self._wake.set()
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                with self._drop_lock:
+                    self._last_error = self._last_error or "close timed out"
+                return False
+        else:
+            lost = len(self._queue)
+            self._queue.clear()
+            self._rows_not_written += lost
+            return lost == 0
+        return self._ok and not self._queue and not self._pending
+
+    # ----------------------------------------------------------------- writer thread
+
+    def _run(self) -> None:
+        self._try_open()
+        self._opened.set()
+        next_prune = time.monotonic() + min(60.0, self.prune_interval)
+        try:
+            while True:
+                if not self._stopping:
+                    timeout = self.batch_interval
+                    if not self._ok:
+                        timeout = max(0.01, min(self.batch_interval, self._next_retry - time.monotonic()))
+                    self._wake.wait(timeout)
+                    self._wake.clear()
+                with self._flush_lock:
+                    waiters, self._flush_waiters = self._flush_waiters, []
+                stopping = self._stopping
+                self._cycle()
+                if waiters and not self._pending:
+                    # everything queued before the flush request has been taken and written
+                    for w in waiters:
+                        w.set()
+                elif waiters:
+                    if stopping or not self._ok:
+                        for w in waiters:   # failing: flush cannot succeed now; report via stats
+                            w.set()
+                    else:
+                        with self._flush_lock:
+                            self._flush_waiters.extend(waiters)
+                if stopping:
+                    if self._queue or (self._pending and self._ok):
+                        continue        # keep draining until empty
+                    # one last attempt for rows held while failing, then give up on them
+                    if self._pending:
+                        self._retry_now()
+                        self._cycle()
+                    self._give_up(len(self._pending))
+                    break
+                with self._flush_lock:
+                    prune_requests, self._prune_requests = self._prune_requests, []
+                if prune_requests:
+                    if self._ok:
+                        self._prune(budget=None)
+                    for done in prune_requests:
+                        done.set()
+                elif self._ok and self.retention_days and time.monotonic() >= next_prune:
+                    self._prune(budget=2.0)
+                    next_prune = time.monotonic() + self.prune_interval
+        finally:
+            with self._flush_lock:
+                waiters = self._flush_waiters + self._prune_requests
+                self._flush_waiters, self._prune_requests = [], []
+            for w in waiters:
+                w.set()
+            self._sink.close()
+
+    def _try_open(self) -> bool:
+        try:
+            self._sink.open()
+        except Exception as exc:  # never let the writer die: report and retry
+            self._fail(exc)
+            return False
+        return True
+
+    def _retry_now(self) -> None:
+        self._next_retry = 0.0
+
+    def _cycle(self) -> None:
+        """Move queued rows to pending, then commit pending in batches (or hold them while failing)."""
+        q, pending = self._queue, self._pending
+        while q:
+            try:
+                pending.append(q.popleft())
+            except IndexError:
+                break
+        self._report_drops()
+        if not self._ok and time.monotonic() < self._next_retry:
+            self._trim_pending()
+            return
+        if self._sink.conn is None and not self._try_open():
+            self._trim_pending()
+            return
+        while pending:
+            n = min(self.batch_rows, len(pending))
+            batch = [pending[i] for i in range(n)]
+            try:
+                self._sink.write(batch)
+            except _ROW_ERRORS:
+                if not self._write_careful(batch):
+                    break
+            except _ENV_ERRORS as exc:
+                self._fail(exc)
+                self._sink.close()
+                break
+            except Exception as exc:  # unknown: treat as environmental, keep the rows
+                self._fail(exc)
+                self._sink.close()
+                break
+            else:
+                self._written += n
+                self._batches += 1
+            for _ in range(n):
+                pending.popleft()
+            if not self._ok:
+                self._recovered()
+            # pick up rows that arrived while writing, so a burst is not split by the sleep
+            while q and len(pending) < self.batch_rows:
+                pending.append(q.popleft())
+        self._trim_pending()
+
+    def _write_careful(self, batch: list[Any]) -> bool:
+        """Isolate rows SQLite refuses; False when the database itself failed meanwhile."""
+        try:
+            written, rejected = self._sink.write_careful(batch)
+        except Exception as exc:
+            self._fail(exc)
+            self._sink.close()
+            return False
+        self._written += written
+        self._batches += 1
+        if rejected:
+            self._rejected += len(rejected)
+            self._rows_not_written += len(rejected)
+            self._last_error = f"row rejected: {rejected[-1][1]}"
+        return True
+
+    def _trim_pending(self) -> None:
+        over = len(self._pending) - self.retry_max
+        if over > 0 and not self._ok:
+            for _ in range(over):
+                self._pending.popleft()
+            self._rows_not_written += over
+
+    def _give_up(self, n: int) -> None:
+        if n:
+            self._pending.clear()
+            self._rows_not_written += n
+
+    def _fail(self, exc: BaseException) -> None:
+        now = time.monotonic()
+        if self._ok:
+            self._failing_since = time.time()
+            self._backoff = self._backoff_min
+        else:
+            self._backoff = min(self._backoff_max, self._backoff * 2)
+        self._ok = False
+        self._last_error = f"{type(exc).__name__}: {exc}"
+        self._next_retry = now + self._backoff
+
+    def _recovered(self) -> None:
+        since = self._failing_since
+        self._ok = True
+        self._failing_since = None
+        self._backoff = self._backoff_min
+        self._queue.append(EventRow(
+            ts=time.time(), kind="store",
+            detail={"state": "recovered", "failing_seconds": round(time.time() - since, 3) if since else None,
+                    "rows_not_written": self._rows_not_written, "last_error": self._last_error},
+        ))
+        self._last_error = None
+
+    def _report_drops(self) -> None:
+        """Once the queue has room again, record how many rows were dropped while it was full."""
+        if self._dropped_unreported and len(self._queue) < self.queue_max // 2:
+            with self._drop_lock:
+                n, self._dropped_unreported = self._dropped_unreported, 0
+            self._pending.append(EventRow(
+                ts=time.time(), kind="store",
+                detail={"dropped": n, "queue_dropped_total": self._queue_dropped, "queue_max": self.queue_max},
+            ))
+
+    def _prune(self, budget: float | None) -> None:
+        """Delete rows past retention in short transactions; `budget` caps the seconds spent now."""
+        if not self.retention_days or self._sink.conn is None:
+            return
+        cutoff = time.time() - float(self.retention_days) * 86400.0
+        started = time.monotonic()
+        try:
+            while True:
+                n = self._sink.prune(cutoff, self.prune_chunk)
+                self._pruned += n
+                if n == 0:
+                    break
+                if self._queue:          # let live rows through between chunks
+                    self._cycle()
+                    if self._sink.conn is None:
+                        return
+                if self._stopping or (budget is not None and time.monotonic() - started > budget):
+                    break
+            self._sink.conn.execute("PRAGMA optimize")
+        except Exception as exc:
+            self._fail(exc)
+            self._sink.close()
+
+    def prune_now(self, timeout: float = 60.0) -> int:
+        """Run a full retention pass in the writer thread now (operators and tests); returns rows pruned."""
+        if self._thread is None or not self._thread.is_alive():
+            raise RuntimeError("store writer is not running")
+        before = self._pruned
+        done = threading.Event()
+        with self._flush_lock:
+            self._prune_requests.append(done)
+        self._wake.set()
+        done.wait(timeout)
+        return self._pruned - before
+
+
+__all__ = ["Store", "Sink", "Row"]
