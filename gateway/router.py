@@ -413,7 +413,7 @@ class Router:
         choices = [{"index": 0, "message": msg, "logprobs": None, "finish_reason": res.finish_reason or "stop"}]
         choices.extend(res.extra_choices)
         out = {"id": f"chatcmpl-{call.id}", "object": "chat.completion", "created": int(call.ts),
-               "model": t.cfg.model, "choices": choices, "usage": usage, "system_fingerprint": None}
+               "model": t.cfg.model, "choices": choices, "usage": usage}
         cost = t.cost(usage)
         overhead = call.overhead_ms()
         body = orjson.dumps(out)
@@ -435,7 +435,7 @@ class Router:
                "model": "patchbay-fallback",
                "choices": [{"index": 0, "message": {"role": "assistant", "content": call.fallback, "refusal": None},
                             "logprobs": None, "finish_reason": "stop"}],
-               "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, "system_fingerprint": None}
+               "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
         overhead = call.overhead_ms()
         self._record(call, "fallback", 200, None, err_cls=ve.cls.value, err_msg="; ".join(call.errors[-6:]),
                      overhead_ms=overhead)
@@ -640,7 +640,7 @@ class _ChunkWriter:
     def _set_prefix(self, model: str) -> None:
         self.prefix = (b'data: {"id":"chatcmpl-' + self.call.id.encode() + b'","object":"chat.completion.chunk",'
                        b'"created":' + str(int(self.call.ts)).encode() + b',"model":' + orjson.dumps(model)
-                       + b',"system_fingerprint":null,')
+                       + b",")
 
     def continuation_from(self, t: Target) -> None:
         """Chunks after a continuation carry the model that now answers."""
