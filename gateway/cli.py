@@ -54,7 +54,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         from gateway.control import history_remote
         return history_remote(args)
     cfg = _load(args.config)
-    from store.history import history_main
+    from store.cli import history_main
     return history_main(cfg.store.path, args.limit, args.route, args.target, args.outcome)
 
 
