@@ -525,6 +525,9 @@ ERROR_CASES = [
     (400, {}, _err("invalid_request_error", "Your credit balance is too low to access the Anthropic API. "
                                             "Please go to Plans & Billing to upgrade or purchase credits."),
      ErrorClass.MISCONFIGURED, None),
+    (400, {}, _err("invalid_request_error", "Output blocked by content filtering policy"), ErrorClass.CONTENT_POLICY, None),
+    (402, {}, _err("billing_error", "Your credit balance is too low to access the Anthropic API."),
+     ErrorClass.MISCONFIGURED, None),
     (413, {}, _err("request_too_large", "Request exceeds the maximum allowed number of bytes."), ErrorClass.BAD_REQUEST, None),
     (502, {}, b"<html>Bad Gateway</html>", ErrorClass.SERVER, None),
 ]

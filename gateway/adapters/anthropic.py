@@ -44,6 +44,7 @@ ERROR_TYPES = {"overloaded_error": ErrorClass.SERVER, "api_error": ErrorClass.SE
 
 BILLING_MARKERS = ("credit balance", "billing", "spend limit", "insufficient")
 CONTEXT_EXTRA = ("exceed context limit", "context limit", "input is too long")
+POLICY_EXTRA = ("content filtering", "usage policy", "usage policies")
 
 _BAD_ID = re.compile(r"[^a-zA-Z0-9_-]")
 JSON_INSTRUCTION = ("Respond with only a single valid JSON value and no other text, "
@@ -189,6 +190,8 @@ class AnthropicAdapter(Adapter):
                 cls = ErrorClass.MISCONFIGURED  # Anthropic reports an empty balance as a 400
             elif any(m in hay for m in CONTEXT_EXTRA):
                 cls = ErrorClass.CONTEXT_LENGTH
+            elif any(m in hay for m in POLICY_EXTRA):
+                cls = ErrorClass.CONTENT_POLICY
             else:
                 cls = refine_400(message, None, etype)
         retry_after = None
