@@ -113,7 +113,9 @@ class History:
             return conn
         if self._closed:
             raise RuntimeError("History is closed")
-        if self.path != ":memory:" and not self.path.startswith("file:") and not os.path.exists(self.path):
+        if self.path == ":memory:":
+            return None      # a private memory database nobody else can see; use Store.history()
+        if not self.path.startswith("file:") and not os.path.exists(self.path):
             return None
         conn = None
         for mode in ("rw", "ro"):
@@ -122,6 +124,8 @@ class History:
                 conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False,
                                        timeout=self.timeout)
                 conn.execute("PRAGMA query_only=ON")
+                if "mode=memory" in self.path:
+                    conn.execute("PRAGMA read_uncommitted=ON")   # shared cache: never wait on the writer's table locks
                 conn.execute("PRAGMA cache_size=-16384")
                 conn.execute("PRAGMA mmap_size=268435456")
                 version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -211,8 +215,8 @@ class History:
             base_where.append("drill_id = ?")
             base_params.append(drill_id)
         if after is not None:
-            base_where.append("(ts < ? OR (ts = ? AND id < ?))")
-            base_params.extend((after[0], after[0], after[1]))
+            base_where.append("(ts, id) < (?, ?)")      # a row value: an index range, not a scan
+            base_params.extend(after)
 
         # Each equality list becomes one branch per value so each branch is an
         # ordered index range; branches are merged here (heap merge on ts, id).
@@ -298,7 +302,10 @@ class History:
                 return out
         # many matches (or too short for trigrams): walk rows with error text newest first
         like = _like_escape(text)
-        sql = (f"SELECT {', '.join(LIST_COLUMNS)} FROM requests INDEXED BY requests_err_ts "
+        # with no equality filter, walk the partial index of rows with error text;
+        # with one, let the planner pick that filter's index when it is smaller
+        hint = "" if combo else "INDEXED BY requests_err_ts "
+        sql = (f"SELECT {', '.join(LIST_COLUMNS)} FROM requests {hint}"
                f"WHERE error_message IS NOT NULL{(' AND ' + ' AND '.join(where)) if where else ''} "
                "AND (error_message LIKE ? ESCAPE '\\' OR error_class LIKE ? ESCAPE '\\') "
                "ORDER BY ts DESC, id DESC LIMIT ?")
@@ -356,14 +363,15 @@ class History:
         params: list[Any] = [float(since)] + ([float(until)] if until is not None else [])
         out: dict[str, dict[str, Any]] = {}
         for r in self._rows(
-            f"SELECT target, count(*) AS attempts, sum(outcome != 'ok') AS errors FROM attempts "
+            f"SELECT target, count(*) AS attempts, sum(outcome != 'ok') AS errors FROM attempts INDEXED BY attempts_ts "
             f"WHERE {where} GROUP BY target", params,
         ):
             out[r["target"]] = {"attempts": r["attempts"], "errors": int(r["errors"] or 0),
                                 "requests": 0, "cost": 0.0, "p50_ms": None, "p95_ms": None}
         latencies: dict[str, list[float]] = {}
         for r in self._rows(
-            f"SELECT target, latency_ms FROM attempts WHERE {where} AND outcome = 'ok' ORDER BY target, latency_ms",
+            f"SELECT target, latency_ms FROM attempts INDEXED BY attempts_ts WHERE {where} AND outcome = 'ok' "
+            "ORDER BY target, latency_ms",
             params,
         ):
             latencies.setdefault(r["target"], []).append(r["latency_ms"])
@@ -373,7 +381,7 @@ class History:
             entry["p95_ms"] = _percentile(values, 0.95)
         for r in self._rows(
             f"SELECT final_target AS target, count(*) AS n, sum(cost) AS cost FROM requests "
-            f"WHERE {where} AND final_target IS NOT NULL GROUP BY final_target", params,
+            f"WHERE {where} AND +final_target IS NOT NULL GROUP BY final_target", params,
         ):
             entry = out.setdefault(r["target"], {"attempts": 0, "errors": 0, "p50_ms": None, "p95_ms": None})
             entry["requests"] = r["n"]

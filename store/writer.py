@@ -108,7 +108,8 @@ class Sink:
     def open(self) -> None:
         """Open (creating the file and schema if needed). Raises on failure."""
         self.close()
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0.5)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=0.5,
+                               uri=self.path.startswith("file:"))
         try:
             configure_writer(conn)
             ensure_schema(conn)
@@ -197,6 +198,12 @@ class Sink:
                         new.add(key)
         return new
 
+    def analyze(self) -> None:
+        """Sampled ANALYZE: bounded work (a few ms to tens of ms) whatever the table size."""
+        assert self.conn is not None
+        self.conn.execute("PRAGMA analysis_limit=1000")
+        self.conn.execute("ANALYZE")
+
     def prune(self, cutoff: float, chunk: int = 5000) -> int:
         """Delete one chunk of rows older than cutoff from each log table; returns rows deleted.
 
@@ -247,6 +254,9 @@ class Store:
         prune_chunk: int = 5000,
         retry_backoff: tuple[float, float] = (0.2, 5.0),
     ):
+        if path == ":memory:":
+            # a named shared-cache memory database, so `history()` can read what the writer wrote
+            path = f"file:patchbay-mem-{os.getpid()}-{id(self):x}?mode=memory&cache=shared"
         self.path = path
         self.batch_interval = batch_interval
         self.batch_rows = max(1, int(batch_rows))
@@ -301,6 +311,11 @@ class Store:
         if len(q) >= self.batch_rows and not self._wake.is_set():
             self._wake.set()
         return True
+
+    def history(self) -> "History":
+        """A History reading this store's database (works for ":memory:" stores too)."""
+        from .history import History
+        return History(self.path)
 
     def stats(self) -> dict[str, Any]:
         """Health of the log for /admin/state and /healthz (cheap; safe from any thread)."""
@@ -411,10 +426,12 @@ class Store:
                 if prune_requests:
                     if self._ok:
                         self._prune(budget=None)
+                        self._analyze()
                     for done in prune_requests:
                         done.set()
-                elif self._ok and self.retention_days and time.monotonic() >= next_prune:
+                elif self._ok and time.monotonic() >= next_prune:
                     self._prune(budget=2.0)
+                    self._analyze()
                     next_prune = time.monotonic() + self.prune_interval
         finally:
             with self._flush_lock:
@@ -557,7 +574,15 @@ class Store:
                         return
                 if self._stopping or (budget is not None and time.monotonic() - started > budget):
                     break
-            self._sink.conn.execute("PRAGMA optimize")
+        except Exception as exc:
+            self._fail(exc)
+            self._sink.close()
+
+    def _analyze(self) -> None:
+        """Refresh planner statistics so combined filters (route + outcome) pick the selective index."""
+        try:
+            if self._sink.conn is not None:
+                self._sink.analyze()
         except Exception as exc:
             self._fail(exc)
             self._sink.close()

@@ -221,3 +221,17 @@ def test_store_imports_neither_textual_nor_aiohttp() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[1])
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_memory_store_is_readable_through_its_history() -> None:
+    store = Store(":memory:").start()
+    t = time.time()
+    for i in range(30):
+        store.put(req(i, t + i))
+    assert store.flush()
+    h = store.history()
+    rows, cursor = h.list_requests(limit=20)
+    assert [r["id"] for r in rows] == [req(i, 0).id for i in range(29, 9, -1)] and cursor
+    assert store.stats()["ok"] is True
+    h.close()
+    assert store.close()
