@@ -38,10 +38,13 @@ class Health:
     last_error: str | None = None
     last_error_at: float | None = None
     last_ok_at: float | None = None
+    last_real_ok_at: float | None = None     # last success of a real request (not a probe)
     last_class: str | None = None
     consecutive_failures: int = 0
     misconfigured: bool = False
     throttled_until: float = 0.0
+    # The prober's last verdict {"ts", "ok", "latency_ms", "error"}; None until the first probe.
+    last_probe: dict | None = None
     series: deque = field(default_factory=lambda: deque(maxlen=SERIES_POINTS))
     _bucket_start: float = 0.0
     _bucket: list = field(default_factory=list)
@@ -53,9 +56,12 @@ class Health:
         if ok:
             self.consecutive_failures = 0
             self.last_ok_at = now
+            if not probe:
+                self.last_real_ok_at = now
             self.misconfigured = False
             self.last_class = None
-            self._add_point(now, latency_ms)
+            if not probe:  # sparklines show what clients get; a models-list probe is not comparable
+                self._add_point(now, latency_ms)
         else:
             self.last_error, self.last_error_at = error, now
             self.last_class = cls.value if cls else None
@@ -86,7 +92,9 @@ class Health:
         cutoff = now - WINDOW_S
         while self.obs and self.obs[0].t < cutoff:
             self.obs.popleft()
-        lat = sorted(o.latency_ms for o in self.obs if o.ok)
+        # Percentiles of real requests; probes only when there is no real traffic to show.
+        lat = sorted(o.latency_ms for o in self.obs if o.ok and not o.probe) or \
+            sorted(o.latency_ms for o in self.obs if o.ok)
         total = len(self.obs)
         ok = sum(1 for o in self.obs if o.ok)
         relevant = [o for o in self.obs if o.ok or (o.cls not in ("bad_request", "content_policy",

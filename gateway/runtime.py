@@ -32,6 +32,8 @@ class Target:
     disabled_reason: str | None = None
     fault: Fault | None = None
     inflight: int = 0
+    disabled_by: str | None = None      # who disabled it (admin client address / operator name)
+    disabled_at: float | None = None    # epoch seconds
 
     @property
     def id(self) -> str:
@@ -56,6 +58,14 @@ class Route:
     name: str
     order: list[str]
     fallback_response: str | None = None
+
+
+class OperatorError(ValueError):
+    """An operator change that cannot be applied; `status` is the HTTP status the admin API answers."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
 
 
 class NullStore:
@@ -91,6 +101,10 @@ class Runtime:
         }
         self._subscribers: set[asyncio.Queue] = set()
         self.malformed_events = 0
+        self.started_at = time.time()
+        # What apply_overrides found: {"ok", "path", "error", "warnings", "loaded"}; shown in /admin/state.
+        self.overrides_status: dict[str, Any] = {"ok": True, "path": config.overrides_path, "error": None,
+                                                 "warnings": [], "loaded": False}
 
     # --- lookup -------------------------------------------------------------
 
@@ -148,3 +162,101 @@ class Runtime:
             if t.breaker.state == "closed" or time.monotonic() >= t.breaker.ready_at:
                 return tid
         return None
+
+    # --- operator changes ------------------------------------------------------
+    #
+    # These change live state only; the admin API persists them (gateway.overrides)
+    # and records who did it. New requests see a change at once because the router
+    # reads `route.order` and `target.disabled` on every request; requests already
+    # in flight keep the target list they resolved and finish.
+
+    def config_order(self, route: str) -> list[str]:
+        """The order the config file gives (what overrides are measured against)."""
+        rc = self.config.routes.get(route)
+        return [t.id for t in rc.targets] if rc is not None else []
+
+    def set_order(self, route: str, order: list[str]) -> Route:
+        r = self.routes.get(route)
+        if r is None:
+            raise OperatorError(f"unknown route {route!r}; routes: {', '.join(self.routes) or 'none'}", 404)
+        if not isinstance(order, list) or not all(isinstance(x, str) for x in order):
+            raise OperatorError('"order" must be a list of target ids')
+        if len(order) != len(r.order) or set(order) != set(r.order):
+            missing = [t for t in r.order if t not in order]
+            extra = [t for t in order if t not in r.order]
+            dup = sorted({t for t in order if order.count(t) > 1})
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing)}")
+            if extra:
+                parts.append(f"not in this route: {', '.join(extra)}")
+            if dup:
+                parts.append(f"repeated: {', '.join(dup)}")
+            raise OperatorError(f"order for route {route!r} must list each of its targets exactly once "
+                                f"({'; '.join(parts) or 'wrong length'}); targets: {', '.join(r.order)}")
+        r.order = list(order)
+        return r
+
+    def target(self, target_id: str) -> Target:
+        t = self.targets.get(target_id)
+        if t is None:
+            raise OperatorError(f"unknown target {target_id!r}; targets: {', '.join(self.targets)}", 404)
+        return t
+
+    def vendor_targets(self, vendor: str) -> list[Target]:
+        if vendor not in self.config.vendors:
+            raise OperatorError(f"unknown vendor {vendor!r}; vendors: {', '.join(self.config.vendors)}", 404)
+        return [t for t in self.targets.values() if t.vendor.name == vendor]
+
+    def set_disabled(self, t: Target, disabled: bool, reason: str | None = None, by: str | None = None,
+                     at: float | None = None) -> bool:
+        """Force-disable or enable one target; returns True when something changed."""
+        if disabled:
+            changed = not t.disabled or t.disabled_reason != (reason or None)
+            t.disabled, t.disabled_reason = True, reason or None
+            t.disabled_by, t.disabled_at = by, at if at is not None else time.time()
+            return changed
+        changed = t.disabled
+        t.disabled, t.disabled_reason, t.disabled_by, t.disabled_at = False, None, None, None
+        return changed
+
+    def routes_of(self, target_id: str) -> list[Route]:
+        return [r for r in self.routes.values() if target_id in r.order]
+
+    # --- snapshot for the admin API ----------------------------------------------
+
+    def route_json(self, r: Route) -> dict[str, Any]:
+        return {"name": r.name, "order": list(r.order), "serving": self.serving(r),
+                "config_order": self.config_order(r.name),
+                "overridden": list(r.order) != self.config_order(r.name),
+                "fallback_response": r.fallback_response is not None}
+
+    def target_json(self, t: Target, now: float | None = None) -> dict[str, Any]:
+        now = time.time() if now is None else now
+        h = t.health.snapshot(now)
+        fault = t.active_fault()
+        b = t.breaker
+        return {
+            "id": t.id, "vendor": t.vendor.name, "vendor_kind": t.vendor.kind, "model": t.cfg.model,
+            "prefill": t.cfg.prefill, "context_window": t.cfg.context_window,
+            "state": t.health.state(b.state, t.disabled, now),
+            "disabled": t.disabled, "disabled_reason": t.disabled_reason, "disabled_by": t.disabled_by,
+            "disabled_at": t.disabled_at,
+            "breaker": b.state, "breaker_failures": b.failures,
+            "breaker_retry_in_s": (round(max(0.0, b.ready_at - time.monotonic()), 3)
+                                   if b.state != "closed" else None),
+            "p50_ms": h["p50_ms"], "p95_ms": h["p95_ms"], "success_rate": h["success_rate"],
+            "rpm": h["rpm"], "cost_per_hour": h["cost_per_hour"],
+            "last_error": h["last_error"], "last_error_ts": h["last_error_at"],
+            "last_ok_ts": t.health.last_ok_at, "last_probe": t.health.last_probe,
+            "latency_series": h["latency_series"], "inflight": t.inflight,
+            "observations": h["observations"],
+            "fault": ({"spec": fault.spec, "drill_id": fault.drill_id} if fault is not None else None),
+            "routes": [r.name for r in self.routes_of(t.id)],
+        }
+
+    def state_snapshot(self) -> dict[str, Any]:
+        """Routes (live order, serving target) and targets (health), as DESIGN.md shapes them."""
+        now = time.time()
+        return {"routes": [self.route_json(r) for r in self.routes.values()],
+                "targets": [self.target_json(t, now) for t in self.targets.values()]}

@@ -1,0 +1,446 @@
+"""The admin API: the one door for operators, the CLI and every TUI.
+
+A separate listener (`admin_listen`, loopback by default) so the data plane
+can face clients while control stays on the box or behind SSH. Every endpoint,
+including unknown paths, sits behind `Authorization: Bearer <admin token>`
+compared in constant time; the token is never logged, echoed or stored.
+Every change records who made it (the client's address and an optional
+`X-Patchbay-Operator` name) as an `operator` event in SQLite and is persisted
+to the overrides file, so it survives a restart.
+
+History reads go to SQLite through `store.history.History` in a thread
+executor, so a slow disk never stalls the event loop that serves traffic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import re
+import time
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from urllib.parse import unquote
+
+import orjson
+from aiohttp import web
+
+from gateway import overrides
+from gateway.drills import DrillError, DrillManager
+from gateway.runtime import OperatorError, Runtime, Target
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gateway.app import Gateway
+
+log = logging.getLogger("patchbay.admin")
+
+STATE_INTERVAL_S = 1.0       # SSE state cadence
+HEARTBEAT_S = 15.0           # SSE comment when nothing else was sent
+MAX_BODY = 64 * 1024
+OPERATOR_HEADER = "X-Patchbay-Operator"
+_OPERATOR_OK = re.compile(r"[^A-Za-z0-9 ._@+\-]")
+_REL_TIME = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+        try:
+            return version("llm-patchbay")
+        except PackageNotFoundError:
+            return "0+unknown"
+    except Exception:  # pragma: no cover
+        return "0+unknown"
+
+
+class AdminHTTPError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.code, self.param = status, message, code, param
+
+
+def json_error(status: int, message: str, code: str | None = None, param: str | None = None,
+               headers: dict[str, str] | None = None) -> web.Response:
+    etype = {401: "authentication_error", 404: "not_found_error", 409: "conflict_error"}.get(
+        status, "invalid_request_error" if status < 500 else "server_error")
+    body = {"error": {"message": message, "type": etype, "param": param, "code": code}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
+                        headers=headers)
+
+
+def json_ok(obj: Any, status: int = 200) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS),
+                        content_type="application/json")
+
+
+def parse_time(value: str | None, name: str) -> float | None:
+    """Epoch seconds, ISO 8601 (UTC unless an offset is given) or a relative '15m' / '2h' / '1d' ago."""
+    if value is None or value == "":
+        return None
+    v = value.strip()
+    try:
+        return float(v)
+    except ValueError:
+        pass
+    m = _REL_TIME.match(v.lower())
+    if m:
+        n, unit = float(m.group(1)), m.group(2)
+        return time.time() - n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
+    try:
+        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
+    except ValueError:
+        raise AdminHTTPError(400, f"'{name}' must be epoch seconds, ISO 8601 time or a relative time like "
+                                  f"15m, 2h, 1d; got {value[:40]!r}", "invalid_value", name) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return dt.timestamp()
+
+
+def _list_param(value: str | None) -> list[str] | None:
+    if value is None or not value.strip():
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+class Admin:
+    """Handlers bound to one gateway."""
+
+    def __init__(self, gateway: "Gateway", token: str):
+        self.gw = gateway
+        self.rt: Runtime = gateway.runtime  # type: ignore[assignment]
+        self._token = token.encode()
+        self.drills = DrillManager(gateway)
+        self._history: Any = None
+        self._closing = asyncio.Event()
+        self._sse_clients = 0
+
+    # ------------------------------------------------------------ plumbing
+
+    @web.middleware
+    async def middleware(self, request: web.Request,
+                         handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        if not self._authorized(request):
+            return json_error(401, "Missing or wrong admin token. Send 'Authorization: Bearer <token>' with the "
+                                   "token from the gateway's admin token environment variable.",
+                              "invalid_admin_token", headers={"www-authenticate": "Bearer"})
+        try:
+            return await handler(request)
+        except AdminHTTPError as e:
+            return json_error(e.status, e.message, e.code, e.param)
+        except OperatorError as e:
+            return json_error(e.status, str(e), "not_found" if e.status == 404 else "invalid_value")
+        except DrillError as e:
+            return json_error(e.status, str(e), e.code)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            if exc.status == 404:
+                return json_error(404, f"Unknown admin path {request.method} {request.path}.", "unknown_url")
+            if exc.status == 405:
+                return json_error(405, f"Method {request.method} is not allowed on {request.path}.",
+                                  "method_not_allowed")
+            if exc.status == 413:
+                return json_error(413, f"Request body over {MAX_BODY} bytes.", "request_too_large")
+            return json_error(exc.status, exc.reason or "error")
+        except (ConnectionResetError, asyncio.CancelledError):
+            raise
+        except Exception:
+            log.exception("admin API error on %s %s", request.method, request.path)
+            return json_error(500, "Patchbay hit an internal error handling this admin request.", "internal_error")
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        ok = hmac.compare_digest(presented.strip().encode(), self._token)
+        return scheme.lower() == "bearer" and ok and bool(self._token)
+
+    @staticmethod
+    def who(request: web.Request) -> str:
+        """The client's address, plus the operator's own name when the client sends one."""
+        addr = request.remote or "unknown"
+        name = request.headers.get(OPERATOR_HEADER, "").strip()
+        if name:
+            name = _OPERATOR_OK.sub("", name)[:64].strip()
+        return f"{addr} ({name})" if name else addr
+
+    @staticmethod
+    async def body(request: web.Request) -> dict[str, Any]:
+        raw = await request.read()
+        if not raw.strip():
+            return {}
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise AdminHTTPError(400, f"The body is not valid JSON: {e}", "invalid_json") from None
+        if not isinstance(data, dict):
+            raise AdminHTTPError(400, "The body must be a JSON object.", "invalid_json")
+        return data
+
+    def _target(self, raw: str) -> Target:
+        """A target id from the path: raw (with its slash) or percent-encoded."""
+        t = self.rt.targets.get(raw)
+        if t is None and "%" in raw:
+            t = self.rt.targets.get(unquote(raw))
+        if t is None:
+            return self.rt.target(unquote(raw))  # raises OperatorError(404) with the list
+        return t
+
+    def _name(self, raw: str) -> str:
+        return unquote(raw) if "%" in raw else raw
+
+    def _persist(self) -> dict[str, Any]:
+        try:
+            path = overrides.save(self.rt)
+            return {"persisted": True, "overrides_path": path}
+        except OSError as e:
+            msg = f"could not write {self.rt.config.overrides_path}: {e.strerror or e}"
+            log.error("operator change is live but not persisted: %s", msg)
+            self.rt.overrides_status.update(ok=False, error=msg)
+            return {"persisted": False, "persist_error": msg}
+
+    def history(self) -> Any:
+        if self._history is None:
+            from store.history import History
+            self._history = History(self.rt.config.store.path)
+        return self._history
+
+    async def in_thread(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, lambda: fn(*args, **kw))
+
+    # ------------------------------------------------------------ state
+
+    def state(self) -> dict[str, Any]:
+        st = self.rt.state_snapshot()
+        stats = self.rt.store.stats()
+        cfg = self.rt.config
+        st["drills"] = self.drills.list_json(recent=10)
+        st["store"] = {k: stats.get(k) for k in ("ok", "rows_not_written", "queue_dropped", "queued",
+                                                 "last_error", "written", "failing_since")}
+        st["store"]["ok"] = bool(stats.get("ok", True))
+        st["store"]["rows_not_written"] = int(stats.get("rows_not_written") or 0)
+        st["overrides"] = {k: v for k, v in self.rt.overrides_status.items()}
+        now = time.time()
+        st["gateway"] = {
+            "version": _version(), "started_at": self.rt.started_at, "uptime_s": round(now - self.rt.started_at, 1),
+            "now": now, "listen": self.gw.url if self.gw.port else cfg.server.listen,
+            "config": cfg.path,
+            "prober": {"enabled": cfg.prober.enabled, "interval": cfg.prober.interval, "mode": cfg.prober.mode},
+            "breaker": {"failures_to_open": cfg.breaker.failures_to_open, "cooldown": cfg.breaker.cooldown},
+            "malformed_events": self.rt.malformed_events, "sse_clients": self._sse_clients,
+        }
+        for extra in self.gw.extras:
+            if hasattr(extra, "skipped_busy"):
+                st["gateway"]["prober"].update(extra.stats())
+        return st
+
+    async def get_state(self, request: web.Request) -> web.Response:
+        return json_ok(self.state())
+
+    async def get_events(self, request: web.Request) -> web.StreamResponse:
+        """Server-sent events: `state` about once a second, every discrete event as it happens."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                           "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        q = self.rt.subscribe()
+        self._sse_clients += 1
+        try:
+            await resp.prepare(request)
+            await resp.write(b"retry: 2000\n\n" + self._sse("state", self.state()))
+            next_state = time.monotonic() + STATE_INTERVAL_S
+            last_sent = time.monotonic()
+            closing = asyncio.ensure_future(self._closing.wait())
+            try:
+                while not self._closing.is_set():
+                    timeout = max(0.0, next_state - time.monotonic())
+                    getter = asyncio.ensure_future(q.get())
+                    done, _ = await asyncio.wait({getter, closing}, timeout=timeout,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    out = []
+                    if getter in done:
+                        rows = [getter.result()]
+                        while not q.empty():
+                            rows.append(q.get_nowait())
+                        for row in rows:
+                            out.append(self._sse(row.kind, {"ts": row.ts, "kind": row.kind, "target": row.target,
+                                                            "route": row.route, "detail": row.detail,
+                                                            "request_id": row.request_id}))
+                    else:
+                        getter.cancel()
+                    now = time.monotonic()
+                    if now >= next_state:
+                        out.append(self._sse("state", self.state()))
+                        next_state = now + STATE_INTERVAL_S
+                    if not out and now - last_sent >= HEARTBEAT_S:
+                        out.append(b": keep-alive\n\n")
+                    if out:
+                        await resp.write(b"".join(out))
+                        last_sent = now
+            finally:
+                closing.cancel()
+        except (ConnectionResetError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self.rt.unsubscribe(q)
+            self._sse_clients -= 1
+        return resp
+
+    @staticmethod
+    def _sse(event: str, data: Any) -> bytes:
+        return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data, default=str) + b"\n\n"
+
+    # ------------------------------------------------------------ operator changes
+
+    async def post_order(self, request: web.Request) -> web.Response:
+        route = self._name(request.match_info["route"])
+        data = await self.body(request)
+        if "order" not in data:
+            raise AdminHTTPError(400, 'Send {"order": [target ids]} listing every target of the route.',
+                                 "missing_required_parameter", "order")
+        old = list(self.rt.routes[route].order) if route in self.rt.routes else None
+        r = self.rt.set_order(route, data["order"])
+        persisted = self._persist()
+        self.rt.emit("operator", route=r.name, action="order", who=self.who(request), order=list(r.order),
+                     previous=old)
+        log.info("operator %s set route %s order: %s", self.who(request), r.name, " > ".join(r.order))
+        return json_ok({**self.rt.route_json(r), **persisted})
+
+    async def post_target(self, request: web.Request) -> web.Response:
+        t = self._target(request.match_info["id"])
+        action = request.match_info["action"]
+        data = await self.body(request)
+        who = self.who(request)
+        reason = self._reason(data) if action == "disable" else None
+        changed = self.rt.set_disabled(t, action == "disable", reason, who)
+        persisted = self._persist()
+        self.rt.emit("operator", target=t.id, action=action, who=who, reason=reason, changed=changed)
+        log.info("operator %s %sd target %s%s", who, action, t.id, f" ({reason})" if reason else "")
+        return json_ok({"ok": True, "changed": changed, "target": self.rt.target_json(t), **persisted})
+
+    async def post_vendor(self, request: web.Request) -> web.Response:
+        vendor = self._name(request.match_info["vendor"])
+        action = request.match_info["action"]
+        targets = self.rt.vendor_targets(vendor)
+        data = await self.body(request)
+        who = self.who(request)
+        reason = self._reason(data) if action == "disable" else None
+        changed = [t.id for t in targets if self.rt.set_disabled(t, action == "disable", reason, who)]
+        persisted = self._persist()
+        self.rt.emit("operator", action=f"vendor_{action}", vendor=vendor, who=who, reason=reason,
+                     targets=[t.id for t in targets], changed=changed)
+        log.info("operator %s %sd vendor %s (%d target(s))", who, action, vendor, len(targets))
+        return json_ok({"ok": True, "vendor": vendor, "changed": changed,
+                        "targets": [self.rt.target_json(t) for t in targets], **persisted})
+
+    @staticmethod
+    def _reason(data: dict[str, Any]) -> str:
+        reason = data.get("reason", "")
+        if reason is None:
+            return ""
+        if not isinstance(reason, str):
+            raise AdminHTTPError(400, "'reason' must be a string.", "invalid_type", "reason")
+        return reason.strip()[:500]
+
+    # ------------------------------------------------------------ drills
+
+    async def post_drill(self, request: web.Request) -> web.Response:
+        data = await self.body(request)
+        d = self.drills.start(data, self.who(request))
+        return json_ok(d.to_json(), status=201)
+
+    async def get_drills(self, request: web.Request) -> web.Response:
+        return json_ok({"drills": self.drills.list_json(recent=100)})
+
+    async def get_drill(self, request: web.Request) -> web.Response:
+        d = self.drills.get(self._name(request.match_info["id"]))
+        if d is not None:
+            return json_ok(d.to_json())
+        row = await self.in_thread(self.history().get_drill, self._name(request.match_info["id"]))
+        if row is None:
+            raise AdminHTTPError(404, f"No drill {request.match_info['id']!r}.", "not_found")
+        return json_ok(row)
+
+    async def delete_drill(self, request: web.Request) -> web.Response:
+        d = await self.drills.cancel(self._name(request.match_info["id"]), self.who(request))
+        return json_ok(d.to_json())
+
+    # ------------------------------------------------------------ history
+
+    async def get_requests(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            limit = int(q.get("limit", "50"))
+        except ValueError:
+            raise AdminHTTPError(400, "'limit' must be an integer 1-1000.", "invalid_type", "limit") from None
+        if not 1 <= limit <= 1000:
+            raise AdminHTTPError(400, "'limit' must be between 1 and 1000.", "invalid_value", "limit")
+        kw = dict(route=_list_param(q.get("route")), target=_list_param(q.get("target")),
+                  outcome=_list_param(q.get("outcome")), since=parse_time(q.get("since"), "since"),
+                  until=parse_time(q.get("until"), "until"), q=(q.get("q") or None), limit=limit,
+                  cursor=(q.get("cursor") or None), drill_id=(q.get("drill_id") or None))
+        from store.history import BadCursor
+        try:
+            rows, cursor = await self.in_thread(self.history().list_requests, **kw)
+        except BadCursor as e:
+            raise AdminHTTPError(400, str(e), "invalid_cursor", "cursor") from None
+        except ValueError as e:
+            raise AdminHTTPError(400, str(e), "invalid_value") from None
+        return json_ok({"requests": rows, "next_cursor": cursor})
+
+    async def get_request(self, request: web.Request) -> web.Response:
+        rid = self._name(request.match_info["id"])
+        row = await self.in_thread(self.history().get_request, rid)
+        if row is None:
+            raise AdminHTTPError(404, f"No request {rid!r} in the log (it may not be written yet, or was "
+                                      "pruned by retention).", "not_found")
+        return json_ok(row)
+
+    async def get_events_recent(self, request: web.Request) -> web.Response:
+        """Discrete events from SQLite, newest first (`kind`, `target`, `since`, `limit`, `before_id`)."""
+        q = request.query
+        try:
+            limit = int(q.get("limit", "100"))
+            before = int(q["before_id"]) if q.get("before_id") else None
+        except ValueError:
+            raise AdminHTTPError(400, "'limit' and 'before_id' must be integers.", "invalid_type") from None
+        rows = await self.in_thread(self.history().list_events, since=parse_time(q.get("since"), "since"),
+                                    kind=q.get("kind") or None, limit=max(1, min(limit, 1000)),
+                                    before_id=before, target=q.get("target") or None)
+        return json_ok({"events": rows})
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def on_shutdown(self, app: web.Application) -> None:
+        self._closing.set()
+
+    async def on_cleanup(self, app: web.Application) -> None:
+        h, self._history = self._history, None
+        if h is not None:
+            await self.in_thread(h.close)
+
+
+ADMIN_KEY = web.AppKey("admin", Admin)
+
+
+def make_admin_app(gateway: "Gateway", token: str) -> web.Application:
+    """The admin aiohttp app; registers the drill manager with the gateway so stop() ends drills."""
+    admin = Admin(gateway, token)
+    app = web.Application(middlewares=[admin.middleware], client_max_size=MAX_BODY)
+    r = app.router
+    r.add_get("/admin/state", admin.get_state)
+    r.add_get("/admin/events", admin.get_events)
+    r.add_get("/admin/events/recent", admin.get_events_recent)
+    r.add_post("/admin/routes/{route}/order", admin.post_order)
+    r.add_post(r"/admin/targets/{id:.+}/{action:disable|enable}", admin.post_target)
+    r.add_post(r"/admin/vendors/{vendor}/{action:disable|enable}", admin.post_vendor)
+    r.add_post("/admin/drills", admin.post_drill)
+    r.add_get("/admin/drills", admin.get_drills)
+    r.add_get("/admin/drills/{id}", admin.get_drill)
+    r.add_delete("/admin/drills/{id}", admin.delete_drill)
+    r.add_get("/admin/requests", admin.get_requests)
+    r.add_get("/admin/requests/{id}", admin.get_request)
+    app.on_shutdown.append(admin.on_shutdown)
+    app.on_cleanup.append(admin.on_cleanup)
+    app[ADMIN_KEY] = admin
+    gateway.extras.append(admin.drills)
+    return app

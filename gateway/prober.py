@@ -1,0 +1,202 @@
+"""Background health probes: know a target is down before a client finds out.
+
+Real traffic tells the health model about busy targets; quiet targets (a
+fallback nobody has needed for an hour) would otherwise go unobserved until
+the moment they are needed. The prober sends each target one cheap request
+every `prober.interval` seconds (with jitter so targets do not probe in
+lockstep): `models` mode lists models (unbilled), `completion` mode asks for
+one token (billed, but proves the model itself answers).
+
+Probes use the gateway's own aiohttp session, the same `connect` /
+`first_byte` / `idle` timeouts and the same drill fault gate as real traffic
+(`Router._fault_gate`), so a drill's injected fault fails probes exactly as
+it fails requests. Each target has one probe loop, so there is never more
+than one probe in flight per target. Disabled targets are not probed. A
+target whose real traffic succeeded within the last interval is not probed
+either (its health is already known; that is the cost control). When a
+breaker is open the loop wakes when its cooldown ends, so a probe can be the
+half-open trial and bring a recovered target back without waiting for a
+client to risk it.
+
+Results feed `Target.health` (probe=True) and the breaker. A `probe` event
+is emitted only when a target's probe verdict flips (ok <-> failing), to keep
+the events table small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+import aiohttp
+
+from gateway.adapters.base import ErrorClass, VendorError
+from gateway.router import _NET_ERRORS, Router, _net_error
+from gateway.runtime import Runtime, Target
+
+log = logging.getLogger("patchbay.prober")
+
+JITTER = 0.1          # each wait is interval * uniform(1 - JITTER, 1): never later than the interval
+PROBE_BODY_LIMIT = 1024 * 1024
+
+
+class Prober:
+    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession, *, interval: float | None = None,
+                 mode: str | None = None):
+        self.rt = runtime
+        self.session = session
+        cfg = runtime.config.prober
+        self.interval = float(interval if interval is not None else cfg.interval)
+        self.mode = mode or cfg.mode
+        # Only for the fault gate: the router's semantics for drill faults, not a copy of them.
+        self._router = Router(runtime, session)
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._busy: set[str] = set()
+        self._last_ok: dict[str, bool] = {}
+        self.sent: dict[str, int] = {}           # probes sent per target (for status and tests)
+        self.skipped_busy: dict[str, int] = {}   # skipped because real traffic had just succeeded
+
+    def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for tid, t in self.rt.targets.items():
+            if tid not in self._tasks:
+                self._tasks[tid] = loop.create_task(self._loop(t), name=f"probe-{tid}")
+
+    async def stop(self) -> None:
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def stats(self) -> dict[str, Any]:
+        return {"interval": self.interval, "mode": self.mode, "sent": dict(self.sent),
+                "skipped_busy": dict(self.skipped_busy)}
+
+    # ------------------------------------------------------------ scheduling
+
+    def _next_wait(self) -> float:
+        return self.interval * random.uniform(1.0 - JITTER, 1.0)
+
+    async def _loop(self, t: Target) -> None:
+        # Spread first probes over one interval so N targets do not all probe at start.
+        next_at = time.monotonic() + random.uniform(0.0, self.interval)
+        tried_for_open: float | None = None   # breaker.opened_at we already woke early for
+        while True:
+            now = time.monotonic()
+            wake = next_at
+            b = t.breaker
+            early = False
+            if b.state != "closed" and b.opened_at != tried_for_open and not t.disabled:
+                ready = b.ready_at
+                if ready < wake:
+                    wake, early = max(now, ready), True
+            if wake > now:
+                await asyncio.sleep(wake - now)
+            if early:
+                tried_for_open = b.opened_at
+                if b.state == "closed" or time.monotonic() < b.ready_at:
+                    continue   # someone else closed it, or it re-opened meanwhile: reschedule
+                await self._guarded(t, scheduled=False)
+                continue
+            next_at = time.monotonic() + self._next_wait()
+            await self._guarded(t, scheduled=True)
+
+    async def _guarded(self, t: Target, scheduled: bool) -> None:
+        if t.disabled:
+            return  # paused while an operator has it disabled
+        if scheduled and t.breaker.state == "closed":
+            last_real = t.health.last_real_ok_at
+            if last_real is not None and time.time() - last_real < self.interval:
+                self.skipped_busy[t.id] = self.skipped_busy.get(t.id, 0) + 1
+                return
+        try:
+            await self.probe_once(t)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in one probe must not end the loop for good
+            log.exception("probe of %s failed unexpectedly", t.id)
+
+    # ------------------------------------------------------------ one probe
+
+    async def probe_once(self, t: Target) -> bool | None:
+        """Probe now (one at a time per target); True/False verdict, None when skipped."""
+        if t.id in self._busy:
+            return None
+        self._busy.add(t.id)
+        trial = False
+        try:
+            b = t.breaker
+            if b.state != "closed":
+                trial = b.allow()   # the half-open trial when the cooldown is over
+            self.sent[t.id] = self.sent.get(t.id, 0) + 1
+            start = time.perf_counter()
+            err: VendorError | None = None
+            try:
+                await self._attempt(t)
+            except VendorError as e:
+                err = e
+            except asyncio.CancelledError:
+                if trial:
+                    b.release()
+                raise
+            lat = round((time.perf_counter() - start) * 1000, 3)
+            self._record(t, err, lat, trial)
+            return err is None
+        finally:
+            self._busy.discard(t.id)
+
+    async def _attempt(self, t: Target) -> None:
+        cfg = self.rt.config.timeouts
+        deadline = time.perf_counter() + cfg.first_byte + cfg.idle
+        fault = t.active_fault()
+        await self._router._fault_gate(fault, deadline)
+        req = t.adapter.probe_request(t.cfg.model, self.mode)
+        try:
+            async with asyncio.timeout(cfg.first_byte):
+                resp = await self.session.request(req.method, req.url, headers=req.headers, data=req.body)
+        except TimeoutError:
+            raise VendorError(ErrorClass.TIMEOUT, f"probe: no response headers within first_byte={cfg.first_byte:g}s") \
+                from None
+        except _NET_ERRORS as e:
+            raise _net_error(e, True) from None
+        if resp.status != 200:
+            raise await self._router._error_from(t, resp)
+        try:
+            async with asyncio.timeout(cfg.idle):
+                data = await resp.content.read(PROBE_BODY_LIMIT)
+        except TimeoutError:
+            raise VendorError(ErrorClass.TIMEOUT, "probe: response body stalled") from None
+        except _NET_ERRORS as e:
+            raise _net_error(e, False) from None
+        finally:
+            resp.release()
+        if fault is not None and fault.kind == "stream_cut":
+            raise VendorError(ErrorClass.RESET, "drill: connection dropped after headers")
+        if self.mode == "completion":
+            t.adapter.parse_chat(data)   # raises VendorError when the answer is not a completion
+
+    def _record(self, t: Target, err: VendorError | None, lat: float, trial: bool) -> None:
+        b = t.breaker
+        ok = err is None
+        if ok:
+            t.health.observe(True, lat, probe=True)
+            if trial or b.state == "closed":
+                self.rt.breaker_changed(t, b.success(), "probe succeeded")
+        else:
+            assert err is not None
+            t.health.observe(False, lat, f"probe: {err}"[:300], err.cls, probe=True, retry_after=err.retry_after)
+            if err.cls.counts_against_health and (trial or b.state == "closed"):
+                self.rt.breaker_changed(t, b.failure(), f"probe failed: {err}"[:200])
+            elif trial:
+                b.release()
+        t.health.last_probe = {"ts": time.time(), "ok": ok, "latency_ms": lat,
+                               "error": None if ok else str(err)[:300], "mode": self.mode}
+        last = self._last_ok.get(t.id, True)
+        self._last_ok[t.id] = ok
+        if ok != last:
+            self.rt.emit("probe", target=t.id, ok=ok, state=self.rt.target_state(t), latency_ms=lat,
+                         error=None if ok else str(err)[:300], mode=self.mode)
