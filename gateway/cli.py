@@ -43,10 +43,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_mock(args: argparse.Namespace) -> int:
-    from gateway.mock.server import run
-    run(args.host, args.port)
-    return 0
+def cmd_mock(argv: list[str]) -> int:
+    from gateway.mock.__main__ import main as mock_main
+    return int(mock_main(argv) or 0)
 
 
 def cmd_history(args: argparse.Namespace) -> int:
@@ -97,10 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sp)
     sp.set_defaults(func=cmd_check_config)
 
-    sp = sub.add_parser("mock", help="run fake OpenAI, Anthropic and Gemini vendors with fault injection")
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=9000)
-    sp.set_defaults(func=cmd_mock)
+    # `patchbay mock ...` hands its arguments to the fake vendors' own parser (see main()).
+    sub.add_parser("mock", help="run fake OpenAI, DeepSeek, Anthropic and Gemini vendors with fault injection "
+                                "(patchbay mock --help)", add_help=False)
 
     sp = sub.add_parser("demo", help="fake vendors + gateway + traffic + control panel, no API keys needed")
     sp.add_argument("--no-tui", action="store_true", help="print a live summary instead of opening the TUI")
@@ -152,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["mock"]:
+        return cmd_mock(argv[1:])
     args = build_parser().parse_args(argv)
     level = getattr(args, "log_level", "info").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -306,19 +306,38 @@ class Router:
         return t.adapter.classify_error(resp.status, resp.headers, data)
 
     async def _attempt_chat(self, call: Call, t: Target, fault: Fault | None, deadline: float) -> ChatResult:
-        await self._fault_gate(fault, deadline)
-        resp, _ = await self._send(t, call.body, False, deadline)
-        if resp.status != 200:
-            raise await self._error_from(t, resp)
+        if fault is not None:
+            await self._fault_gate(fault, deadline)
         try:
-            async with asyncio.timeout(max(0.0, min(self.cfg.timeouts.idle, deadline - time.perf_counter()))):
-                data = await resp.read()
+            req = t.adapter.chat_request(call.body, t.cfg.model, stream=False)
+        except VendorError:
+            raise
+        except (ValueError, TypeError, KeyError) as e:
+            raise VendorError(ErrorClass.BAD_REQUEST, f"cannot translate request for {t.id}: {e}", 400) from None
+        timeouts = self.cfg.timeouts
+        remaining = deadline - time.perf_counter()
+        resp = None
+        # One timer for the hot path: first_byte until headers, then idle for the body.
+        try:
+            async with asyncio.timeout(max(0.0, min(timeouts.first_byte, remaining))) as timer:
+                try:
+                    resp = await self.session.request(req.method, req.url, headers=req.headers, data=req.body)
+                except _NET_ERRORS as e:
+                    raise _net_error(e, True) from None
+                if resp.status != 200:
+                    raise await self._error_from(t, resp)
+                loop_now = asyncio.get_running_loop().time()
+                timer.reschedule(loop_now + max(0.0, min(timeouts.idle, deadline - time.perf_counter())))
+                try:
+                    data = await resp.read()
+                except _NET_ERRORS as e:
+                    raise _net_error(e, False) from None
+                finally:
+                    resp.release()
         except TimeoutError:
+            if resp is None:
+                raise self._timeout_error(deadline, "no response headers") from None
             raise VendorError(ErrorClass.TIMEOUT, "response body stalled") from None
-        except _NET_ERRORS as e:
-            raise _net_error(e, False) from None
-        finally:
-            resp.release()
         if fault is not None and fault.kind == "stream_cut":
             raise VendorError(ErrorClass.RESET, "drill: connection dropped after headers")
         return t.adapter.parse_chat(data)

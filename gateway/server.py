@@ -129,6 +129,14 @@ class DataPlane:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         try:
+            return await self._chat(request)
+        except Exception:
+            log.exception("unhandled error in chat completions")
+            return error_response(500, "Patchbay hit an internal error; the request was not completed.",
+                                  "server_error", "internal_error")
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        try:
             key_id = self._auth(request)
             if request.content_length is not None and request.content_length > self.max_body:
                 raise ClientError(413, f"Request body is {request.content_length} bytes; the limit is "
@@ -184,6 +192,10 @@ class DataPlane:
         return web.Response(status=200 if body["ok"] else 503, body=orjson.dumps(body),
                             content_type="application/json")
 
+    async def method_not_allowed(self, request: web.Request) -> web.Response:
+        return error_response(405, f"Method {request.method} is not allowed on {request.path}.",
+                              code="method_not_allowed")
+
     async def not_found(self, request: web.Request) -> web.Response:
         return error_response(404, f"Unknown path {request.method} {request.path}. Patchbay serves "
                                    "POST /v1/chat/completions, GET /v1/models and GET /healthz.",
@@ -192,8 +204,7 @@ class DataPlane:
 
 def make_data_app(runtime: Runtime, router: Router, client_keys: list[str]) -> web.Application:
     # client_max_size is a hard stop above the limit; the handler reports it OpenAI-style.
-    app = web.Application(client_max_size=runtime.config.server.max_body_bytes,
-                          middlewares=[_error_middleware])
+    app = web.Application(client_max_size=runtime.config.server.max_body_bytes)
     dp = DataPlane(runtime, router, client_keys)
     app[ROUTER_KEY] = router
     app[RUNTIME_KEY] = runtime
@@ -201,23 +212,8 @@ def make_data_app(runtime: Runtime, router: Router, client_keys: list[str]) -> w
     app.router.add_post("/chat/completions", dp.chat)
     app.router.add_get("/v1/models", dp.models)
     app.router.add_get("/healthz", dp.healthz)
+    # Everything else gets an OpenAI-style error body (no middleware: it would cost every request).
+    app.router.add_route("*", "/v1/chat/completions", dp.method_not_allowed)
+    app.router.add_route("*", "/v1/models", dp.method_not_allowed)
+    app.router.add_route("*", "/{tail:.*}", dp.not_found)
     return app
-
-
-@web.middleware
-async def _error_middleware(request: web.Request, handler):
-    """Turn aiohttp's own errors (404, 405, ...) into OpenAI-style bodies; never leak a traceback."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        code = {404: "unknown_url", 405: "method_not_allowed", 413: "request_too_large"}.get(exc.status)
-        msg = {404: f"Unknown path {request.path}. Patchbay serves POST /v1/chat/completions, GET /v1/models "
-                    "and GET /healthz.",
-               405: f"Method {request.method} is not allowed on {request.path}."}.get(exc.status, exc.reason)
-        return error_response(exc.status, msg, code=code)
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "Patchbay hit an internal error; the request was not completed.",
-                              "server_error", "internal_error")
