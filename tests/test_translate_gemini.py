@@ -76,6 +76,8 @@ def test_urls_and_headers(ad):
     assert s.url == ("https://generativelanguage.googleapis.com/v1beta/models/gemini-2.5-pro"
                      ":streamGenerateContent?alt=sse")
     assert body_of(req) == {"contents": [{"role": "user", "parts": [{"text": "hi"}]}]}
+    t = ad.chat_request({"messages": [{"role": "user", "content": "hi"}]}, "tunedModels/my-tune-1", stream=False)
+    assert t.url == "https://generativelanguage.googleapis.com/v1beta/tunedModels/my-tune-1:generateContent"
 
 
 REQUEST_CASES = [

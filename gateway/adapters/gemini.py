@@ -86,8 +86,11 @@ class GeminiAdapter(Adapter):
     def _url(self, model: str, stream: bool) -> str:
         url = self._urls.get((model, stream))
         if url is None:
-            name = model[7:] if model.startswith("models/") else model
-            base = f"{self.vendor.base_url}/v1beta/models/{quote(name, safe='-._~@')}"
+            if model.startswith("tunedModels/"):  # tuned models live beside, not under, models/
+                base = f"{self.vendor.base_url}/v1beta/tunedModels/{quote(model[12:], safe='-._~@')}"
+            else:
+                name = model[7:] if model.startswith("models/") else model
+                base = f"{self.vendor.base_url}/v1beta/models/{quote(name, safe='-._~@')}"
             url = f"{base}:streamGenerateContent?alt=sse" if stream else f"{base}:generateContent"
             if len(self._urls) < 1024:
                 self._urls[(model, stream)] = url
