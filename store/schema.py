@@ -118,7 +118,7 @@ def _create_v1(db: sqlite_utils.Database) -> None:
     db.executescript(
         """
         CREATE INDEX IF NOT EXISTS requests_err_ts ON requests(ts, id) WHERE error_message IS NOT NULL;
-        CREATE INDEX IF NOT EXISTS requests_drill ON requests(drill_id) WHERE drill_id IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS requests_drill_ts ON requests(drill_id, ts, id) WHERE drill_id IS NOT NULL;
 
         CREATE VIRTUAL TABLE IF NOT EXISTS requests_fts USING fts5(
             error_class, error_message, content='requests', content_rowid='rowid', tokenize='trigram'

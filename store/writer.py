@@ -349,14 +349,15 @@ class Store:
         return self
 
     def flush(self, timeout: float = 5.0) -> bool:
-        """Wait until every row put before this call is committed (or given up). True if it happened in time."""
+        """Wait until every row put before this call is committed. True if that happened within
+        `timeout`; False on timeout or while the database is failing (the rows stay held for retry)."""
         if self._thread is None or not self._thread.is_alive():
             return not self._queue and not self._pending
         done = threading.Event()
         with self._flush_lock:
             self._flush_waiters.append(done)
         self._wake.set()
-        return done.wait(timeout)
+        return done.wait(timeout) and self._ok
 
     def close(self, timeout: float = 10.0) -> bool:
         """Stop accepting rows, write everything queued, stop the thread.

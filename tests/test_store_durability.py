@@ -114,6 +114,7 @@ def test_locked_database_holds_rows_and_writes_them_after(tmp_path: Path) -> Non
         for i in range(1, 1001):
             assert store.put(req(i))
         assert wait_for(lambda: store.stats()["ok"] is False)
+        assert store.flush(timeout=5) is False        # cannot flush into a locked file, and says so
         s = store.stats()
         assert "locked" in s["last_error"] and s["rows_not_written"] == 0 and s["queued"] >= 1000
     finally:
