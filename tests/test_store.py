@@ -235,3 +235,17 @@ def test_memory_store_is_readable_through_its_history() -> None:
     assert store.stats()["ok"] is True
     h.close()
     assert store.close()
+
+
+def test_writer_prunes_by_itself(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    store = Store(str(path), retention_days=2, prune_interval=0.05).start()
+    now = time.time()
+    for i in range(40):
+        store.put(req(i, now - 10 * 86400 + i if i < 25 else now - i))
+    deadline = time.monotonic() + 20
+    while store.stats()["pruned"] < 25 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert store.close()
+    assert store.stats()["pruned"] == 25
+    assert count(path, "requests") == 15

@@ -231,3 +231,31 @@ def test_history_table_and_cli(tmp_path: Path) -> None:
     assert history_main(str(tmp_path / "missing.db"), out=io.StringIO(), err=err) == 1
     assert "no request log" in err.getvalue()
     assert format_history_table([]).count("\n") == 1
+
+
+def test_reads_from_many_threads_while_writing(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    path = str(tmp_path / "log.db")
+    rows = make_rows(6000)
+    store = Store(path, batch_interval=0.01).start()
+    h = History(path)
+
+    def reader(k: int) -> int:
+        pages = 0
+        for _ in range(40):
+            page, _ = h.list_requests(limit=50, route=ROUTES[k % 3] if k % 2 else None)
+            keys = [(r["ts"], r["id"]) for r in page]
+            assert keys == sorted(keys, reverse=True)
+            if page:
+                assert h.get_request(page[0]["id"]) is not None
+            pages += 1
+        return pages
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        futures = [pool.submit(reader, k) for k in range(6)]
+        for r in rows:
+            store.put(r)
+        assert sum(f.result(timeout=60) for f in futures) == 240
+    assert store.close()
+    assert h.count_requests() == 6000
+    h.close()
