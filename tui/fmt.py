@@ -1,0 +1,147 @@
+"""Number and time formatting shared by every screen.
+
+Operators compare tiles at a glance, so every figure has one fixed short form
+(`412ms`, `1.2s`, `99.8%`, `$0.42/h`) and a dash when unknown.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+DASH = "–"
+
+# state -> (symbol, colour style); the word itself is always shown too, so
+# colour is never the only carrier (16-colour terminals, NO_COLOR, colour-blind).
+STATE_STYLE: dict[str, tuple[str, str]] = {
+    "healthy": ("●", "bold green"),
+    "degraded": ("◐", "bold yellow"),
+    "throttled": ("◑", "bold yellow"),
+    "down": ("✖", "bold red"),
+    "open": ("⊘", "bold red"),
+    "disabled": ("■", "bold reverse red"),
+    "misconfigured": ("⚠", "bold magenta"),
+}
+
+OUTCOME_STYLE: dict[str, str] = {
+    "ok": "green",
+    "fallback": "yellow",
+    "cut": "red",
+    "error": "red",
+    "client_error": "magenta",
+}
+
+EVENT_STYLE: dict[str, str] = {
+    "failover": "yellow",
+    "breaker": "red",
+    "operator": "cyan",
+    "drill": "magenta",
+    "probe": "dim",
+    "store": "red",
+}
+
+
+def state_style(state: str) -> tuple[str, str]:
+    return STATE_STYLE.get(state, ("?", "bold"))
+
+
+def ms(v: float | None) -> str:
+    if v is None:
+        return DASH
+    if v >= 10_000:
+        return f"{v / 1000:.0f}s"
+    if v >= 1000:
+        return f"{v / 1000:.1f}s"
+    return f"{v:.0f}ms"
+
+
+def pct(v: float | None) -> str:
+    if v is None:
+        return DASH
+    p = v * 100
+    if p >= 99.95 or p == 0:
+        return f"{p:.0f}%"
+    return f"{p:.1f}%"
+
+
+def rpm(v: float | None) -> str:
+    if v is None:
+        return DASH
+    return f"{v:.0f}" if v >= 10 or v == 0 else f"{v:.1f}"
+
+
+def money(v: float | None, per: str = "") -> str:
+    if v is None:
+        return DASH
+    if v >= 100:
+        s = f"${v:.0f}"
+    elif v >= 0.01 or v == 0:
+        s = f"${v:.2f}"
+    else:
+        s = f"${v:.4f}"
+    return s + per
+
+
+def tokens(prompt: int | None, completion: int | None) -> str:
+    if prompt is None and completion is None:
+        return DASH
+    return f"{prompt or 0}/{completion or 0}"
+
+
+def clock_time(ts: float | None) -> str:
+    """Wall-clock HH:MM:SS in the operator's local zone (TZ)."""
+    if ts is None:
+        return DASH
+    return time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def date_time(ts: float | None) -> str:
+    if ts is None:
+        return DASH
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def short_time(ts: float | None, now: float) -> str:
+    """Today's rows show only the time; older rows show month-day too."""
+    if ts is None:
+        return DASH
+    lt, ln = time.localtime(ts), time.localtime(now)
+    if (lt.tm_year, lt.tm_yday) == (ln.tm_year, ln.tm_yday):
+        return time.strftime("%H:%M:%S", lt)
+    return time.strftime("%m-%d %H:%M", lt)
+
+
+def ago(ts: float | None, now: float) -> str:
+    if ts is None:
+        return DASH
+    d = max(0.0, now - ts)
+    if d < 60:
+        return f"{d:.0f}s ago"
+    if d < 3600:
+        return f"{d / 60:.0f}m ago"
+    if d < 86400:
+        return f"{d / 3600:.0f}h ago"
+    return f"{d / 86400:.0f}d ago"
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None:
+        return DASH
+    s = max(0, int(round(seconds)))
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m"
+
+
+def clip(text: str | None, width: int) -> str:
+    if not text:
+        return ""
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+Clock = Callable[[], float]

@@ -1,0 +1,37 @@
+"""Messages the background workers post to the UI thread of the app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from textual.message import Message
+
+
+class StateReceived(Message):
+    """A full `/admin/state` document arrived (poll or SSE `state` event)."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        super().__init__()
+        self.data = data
+
+
+class GatewayEvent(Message):
+    """A discrete SSE event: failover, breaker, operator, drill, probe."""
+
+    def __init__(self, kind: str, data: dict[str, Any]) -> None:
+        super().__init__()
+        self.kind = kind
+        self.data = data
+
+
+class ConnectionChanged(Message):
+    """The link to the gateway came up or went down; `problem` says why in words."""
+
+    def __init__(self, connected: bool, problem: str = "", auth: bool = False,
+                 retry_in: float = 0.0, attempt: int = 0) -> None:
+        super().__init__()
+        self.connected = connected
+        self.problem = problem
+        self.auth = auth
+        self.retry_in = retry_in
+        self.attempt = attempt

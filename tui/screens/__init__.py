@@ -1,0 +1,1 @@
+"""Screens of the control panel: dashboard, history, request detail, drills, help."""

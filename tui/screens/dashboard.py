@@ -1,0 +1,252 @@
+"""The dashboard: target tiles, route panel and event feed, live.
+
+The screen owns no I/O: the app feeds it `GatewayState` snapshots and events,
+and it turns key presses into requests the app carries out, so what the
+widgets show always comes from the gateway.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Horizontal, ScrollableContainer, Vertical
+from textual.events import Resize
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from tui import fmt
+from tui.model import GatewayState, TargetInfo
+from tui.widgets.events import EventFeed
+from tui.widgets.routes import RoutePanel
+from tui.widgets.tile import TargetTile
+from tui.widgets.topbar import TopBar
+
+if TYPE_CHECKING:
+    from tui.app import PatchbayApp
+
+TILE_MIN_WIDTH = 36
+WIDE_AT = 130
+
+
+class TileGrid(ScrollableContainer, can_focus=False):
+    """Grid of tiles whose column count follows the terminal width."""
+
+    def on_resize(self, event: Resize) -> None:
+        self.reflow()
+
+    def reflow(self) -> None:
+        width = self.scrollable_content_region.width or self.size.width
+        cols = max(1, min(len(self.children) or 1, width // TILE_MIN_WIDTH))
+        if self.styles.grid_size_columns != cols:
+            self.styles.grid_size_columns = cols
+
+
+class DashboardScreen(Screen):
+    """Live overview; the app's default screen."""
+
+    AUTO_FOCUS = ""          # focus goes to the first tile once tiles exist, not the route panel
+
+    BINDINGS = [
+        Binding("j,down", "tile(1)", "Next tile", show=False, id="dash.next"),
+        Binding("k,up", "tile(-1)", "Prev tile", show=False, id="dash.prev"),
+        Binding("right", "tile(1)", "Next tile", show=False, id="dash.right"),
+        Binding("left", "tile(-1)", "Prev tile", show=False, id="dash.left"),
+        Binding("enter", "target_history", "History of target", show=False,
+                id="dash.target_history"),
+        Binding("o", "focus_routes", "Order", id="dash.order"),
+        Binding("d", "disable_target", "Disable", id="dash.disable"),
+        Binding("v", "disable_vendor", "Vendor", id="dash.disable_vendor"),
+        Binding("e", "enable_target", "Enable", id="dash.enable"),
+        Binding("E", "enable_vendor", "Enable vendor", show=False, id="dash.enable_vendor"),
+        Binding("R", "reconnect", "Reconnect", show=False, id="dash.reconnect"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__(id="dashboard")
+        self._state = GatewayState()
+        self._selected: str | None = None
+        self._tile_ids: tuple[str, ...] = ()
+
+    @property
+    def papp(self) -> PatchbayApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        yield TopBar(self.papp.admin_url, id="topbar")
+        with Container(id="dash-main"):
+            yield TileGrid(id="tiles")
+            with Container(id="side"):
+                routes = RoutePanel(id="routes")
+                routes.border_title = "Routes  ▶ = serving"
+                yield routes
+                feed = EventFeed(id="events")
+                feed.border_title = "Events"
+                yield feed
+        with Vertical(id="offline"):
+            yield Static(id="offline-text")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.query_one(RoutePanel).set_readonly(self.papp.readonly)
+        self.query_one("#dash-main").display = False
+        last = self.papp.last_connection
+        if last is not None and not last.connected:   # the worker was quicker than our mount
+            self.show_disconnected(last.problem, last.auth, last.retry_in, last.attempt)
+        else:
+            self._show_offline(Text("Connecting to " + self.papp.admin_url + " …", style="bold"))
+
+    def on_resize(self, event: Resize) -> None:
+        self.set_class(event.size.width >= WIDE_AT, "-wide")
+        self.set_class(event.size.height < 30, "-short")
+
+    # -- feeding -------------------------------------------------------------
+
+    def apply_state(self, state: GatewayState, now: float) -> None:
+        self._state = state
+        self.query_one("#dash-main").display = True
+        self.query_one("#offline").display = False
+        ids = tuple(t.id for t in state.targets)
+        grid = self.query_one(TileGrid)
+        if ids != self._tile_ids:
+            first = not self._tile_ids
+            self._tile_ids = ids
+            focused = self.focused
+            grid.remove_children()
+            grid.mount_all([TargetTile(t, now) for t in state.targets])
+            grid.reflow()
+            if self._selected not in ids:
+                self._selected = ids[0] if ids else None
+            if focused is None or isinstance(focused, TargetTile) or first:
+                self.call_after_refresh(self._focus_selected)
+        else:
+            for tile, t in zip(grid.query(TargetTile), state.targets):
+                tile.update_target(t, now)
+        self.query_one(RoutePanel).update_state(state)
+        self.query_one(TopBar).show(state=state, connected=True)
+
+    def tick(self, now: float) -> None:
+        """Refresh the time-relative text (\"12s ago\") without new data."""
+        for tile in self.query(TargetTile):
+            tile.update_target(tile.target, now)
+
+    def add_event(self, kind: str, data: dict[str, Any]) -> None:
+        self.query_one(EventFeed).add(kind, data)
+
+    def show_disconnected(self, problem: str, auth: bool, retry_in: float, attempt: int) -> None:
+        t = Text(justify="center")
+        if auth:
+            t.append("The gateway refused the admin token\n\n", style="bold yellow")
+            t.append(f"{self.papp.admin_url} answered: {problem}\n\n")
+            t.append("Set PATCHBAY_ADMIN_TOKEN to the gateway's admin token and restart,\n"
+                     "or fix the token on the gateway; retrying meanwhile.\n", style="dim")
+        else:
+            t.append("Cannot reach the gateway\n\n", style="bold yellow")
+            t.append(f"{self.papp.admin_url}\n", style="bold")
+            t.append(f"{problem}\n\n", style="dim")
+            t.append("Is `patchbay serve` running, and is --admin-url right?\n", style="dim")
+        t.append(f"\nRetrying in {retry_in:.0f}s (attempt {attempt}).", style="")
+        t.append("  R: retry now   q: quit", style="bold")
+        self._show_offline(t)
+        self.query_one(TopBar).show(connected=False)
+
+    def _show_offline(self, text: Text) -> None:
+        self.query_one("#offline-text", Static).update(text)
+        self.query_one("#offline").display = True
+        self.query_one("#dash-main").display = False
+
+    # -- selection -----------------------------------------------------------
+
+    def _focus_selected(self) -> None:
+        for tile in self.query(TargetTile):
+            if tile.target_id == self._selected:
+                tile.focus(scroll_visible=True)
+                return
+
+    def on_descendant_focus(self, event: Any) -> None:
+        w = event.widget
+        if isinstance(w, TargetTile):
+            self._selected = w.target_id
+
+    @on(RoutePanel.CursorMoved)
+    def _route_cursor(self, event: RoutePanel.CursorMoved) -> None:
+        if event.target:
+            self._selected = event.target
+
+    @on(RoutePanel.ApplyRequested)
+    def _apply_order(self, event: RoutePanel.ApplyRequested) -> None:
+        self.papp.ask_order(event.route, event.old, event.new)
+
+    def current_target(self) -> TargetInfo | None:
+        if isinstance(self.focused, RoutePanel):
+            row = self.focused.current
+            if row is not None:
+                return self._state.target(row.target)
+        if self._selected:
+            return self._state.target(self._selected)
+        return self._state.targets[0] if self._state.targets else None
+
+    # -- actions -------------------------------------------------------------
+
+    def action_tile(self, delta: int) -> None:
+        tiles = list(self.query(TargetTile))
+        if not tiles:
+            return
+        ids = [t.target_id for t in tiles]
+        i = ids.index(self._selected) if self._selected in ids else -delta
+        self._selected = ids[(i + delta) % len(ids)]
+        self._focus_selected()
+
+    def action_focus_routes(self) -> None:
+        panel = self.query_one(RoutePanel)
+        t = self.current_target()
+        if t is not None:
+            for r in self._state.routes:
+                if t.id in r.order:
+                    panel.select_route(r.name)
+                    for i, row in enumerate(panel._rows):
+                        if row.route == r.name and row.target == t.id:
+                            panel.cursor = i
+                    break
+        panel.focus()
+
+    def action_target_history(self) -> None:
+        t = self.current_target()
+        self.papp.open_history(target=t.id if t else "")
+
+    def action_disable_target(self) -> None:
+        t = self.current_target()
+        if t is not None:
+            self.papp.ask_disable_target(t)
+
+    def action_disable_vendor(self) -> None:
+        t = self.current_target()
+        if t is not None:
+            self.papp.ask_disable_vendor(t.vendor)
+
+    def action_enable_target(self) -> None:
+        t = self.current_target()
+        if t is not None:
+            self.papp.do_enable_target(t)
+
+    def action_enable_vendor(self) -> None:
+        t = self.current_target()
+        if t is not None:
+            self.papp.do_enable_vendor(t.vendor)
+
+    def action_reconnect(self) -> None:
+        self.papp.reconnect_now()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if self.papp.readonly and action in ("disable_target", "disable_vendor",
+                                             "enable_target", "enable_vendor"):
+            return False
+        if action == "reconnect":
+            return not self.papp.connected
+        if action in ("disable_target", "disable_vendor", "enable_target", "enable_vendor",
+                      "focus_routes", "target_history"):
+            return bool(self._state.targets) or None
+        return True

@@ -1,0 +1,198 @@
+"""One request in full: its numbers, its attempt chain as a timeline, its events.
+
+The timeline answers the on-call question "what happened to this request":
+which target each attempt went to, when it started relative to the request,
+how long it took and what went wrong, drawn to one time scale.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from tui import fmt
+from tui.client import AdminError, AdminUnreachable
+from tui.widgets.events import describe
+from tui.widgets.topbar import TopBar
+
+if TYPE_CHECKING:
+    from tui.app import PatchbayApp
+
+
+class DetailLoaded(Message):
+    def __init__(self, data: dict[str, Any] | None, problem: str = "") -> None:
+        super().__init__()
+        self.data, self.problem = data, problem
+
+
+def render_summary(d: dict[str, Any], width: int = 80) -> Text:
+    t = Text()
+    outcome = str(d.get("outcome") or "?")
+    t.append(f"{d.get('id')}  ", style="bold")
+    t.append(f"{outcome.upper()} {d.get('http_status') or ''}".strip(),
+             style="bold " + fmt.OUTCOME_STYLE.get(outcome, ""))
+    if d.get("drill_id"):
+        t.append(f"  ⚑ drill {d['drill_id']}", style="magenta")
+    t.append("\n")
+    pairs = [
+        ("time", fmt.date_time(d.get("ts"))),
+        ("route", str(d.get("route") or fmt.DASH)),
+        ("stream", "yes" if d.get("stream") else "no"),
+        ("answered by", str(d.get("final_target") or fmt.DASH)),
+        ("model", str(d.get("model") or fmt.DASH)),
+        ("attempts", f"{_n_attempts(d)} ({d.get('failovers') or 0} failover)"),
+        ("latency", fmt.ms(d.get("latency_ms"))),
+        ("first token", fmt.ms(d.get("ttft_ms"))),
+        ("tokens in/out", fmt.tokens(d.get("prompt_tokens"), d.get("completion_tokens"))),
+        ("cost", fmt.money(d.get("cost")) if d.get("cost") is not None else fmt.DASH),
+    ]
+    two_cols = width >= 110
+    for i, (k, v) in enumerate(pairs):
+        t.append(f"{k:>13} ", style="dim")
+        if two_cols:
+            t.append(f"{v:<40}" if i % 2 == 0 else v + "\n")
+        else:
+            t.append(v + "\n")
+    if d.get("error_class") or d.get("error_message"):
+        t.append("\n        error ", style="dim")
+        t.append(f"{d.get('error_class') or ''} {d.get('error_message') or ''}".strip(),
+                 style="red")
+    return t
+
+
+def _n_attempts(d: dict[str, Any]) -> int:
+    a = d.get("attempts")
+    return len(a) if isinstance(a, list) else int(a or 0)
+
+
+def render_timeline(d: dict[str, Any], width: int) -> Text:
+    attempts = d.get("attempts") if isinstance(d.get("attempts"), list) else []
+    t = Text()
+    if not attempts:
+        t.append("no attempts recorded (rejected before any vendor was tried)", style="dim")
+        return t
+    start = d.get("ts") or min(a.get("ts") or 0 for a in attempts)
+    spans = []
+    for a in attempts:
+        off = max(0.0, (a.get("ts") or start) - start)
+        lat = (a.get("latency_ms") or 0) / 1000
+        spans.append((off, lat))
+    total = max([o + l for o, l in spans] + [(d.get("latency_ms") or 0) / 1000, 0.001])
+    bar_w = max(10, width - 12)
+    for a, (off, lat) in zip(attempts, spans):
+        ok = a.get("outcome") == "ok"
+        style = "green" if ok else "red"
+        t.append(f"#{a.get('n', '?')} ", style="bold")
+        t.append(str(a.get("target")), style="bold")
+        if a.get("continuation"):
+            t.append("  continuation (prefill)", style="cyan")
+        t.append(f"  +{off:.2f}s  ", style="dim")
+        t.append(fmt.ms(a.get("latency_ms")), style="bold")
+        t.append("  ")
+        status = a.get("http_status")
+        t.append(f"{a.get('outcome')}{f' {status}' if status else ''}", style=style)
+        t.append("\n")
+        lo = int(off / total * bar_w)
+        hi = max(lo + 1, int((off + lat) / total * bar_w))
+        t.append("   │", style="dim")
+        t.append(" " * lo)
+        t.append("█" * (hi - lo), style=style)
+        t.append(" " * max(0, bar_w - hi))
+        t.append("│\n", style="dim")
+        if a.get("error"):
+            t.append("   └ ", style="dim")
+            t.append(fmt.clip(a["error"], max(20, width - 6)) + "\n", style="red")
+    t.append(f"   0s{' ' * max(1, bar_w - 6)}{total:.2f}s", style="dim")
+    return t
+
+
+def render_events(d: dict[str, Any]) -> Text:
+    t = Text()
+    events = d.get("events") or []
+    if not events:
+        t.append("no events", style="dim")
+    for ev in events:
+        kind = str(ev.get("kind", "event"))
+        t.append(fmt.clock_time(ev.get("ts")), style="dim")
+        t.append(f" {kind:<8} ", style=fmt.EVENT_STYLE.get(kind, "bold"))
+        t.append(describe(kind, ev) + "\n")
+    return t
+
+
+class DetailScreen(Screen):
+    """A request with its attempt chain; esc goes back to the history page."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back", id="detail.back"),
+        Binding("j", "scroll(1)", "Down", show=False, id="detail.down"),
+        Binding("k", "scroll(-1)", "Up", show=False, id="detail.up"),
+    ]
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__()
+        self.request_id = request_id
+        self.data: dict[str, Any] | None = None
+
+    @property
+    def papp(self) -> PatchbayApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        bar = TopBar(self.papp.admin_url, id="topbar")
+        bar.view = f"request {self.request_id}"
+        yield bar
+        with VerticalScroll(id="detail-body"):
+            yield Static(Text(f"loading {self.request_id}…", style="dim"), id="detail-summary")
+            yield Static("", id="detail-timeline")
+            yield Static("", id="detail-events")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self.query_one("#detail-timeline").border_title = "Attempt chain"
+        self.query_one("#detail-events").border_title = "Events"
+        self.fetch()
+
+    @work(exclusive=True, exit_on_error=False)
+    async def fetch(self) -> None:
+        try:
+            data = await self.papp.client.request(self.request_id)
+        except AdminError as exc:
+            self.post_message(DetailLoaded(None, f"gateway refused: {exc.message}"))
+        except AdminUnreachable as exc:
+            self.post_message(DetailLoaded(None, f"cannot reach the gateway: {exc}"))
+        else:
+            self.post_message(DetailLoaded(data))
+
+    @on(DetailLoaded)
+    def _loaded(self, msg: DetailLoaded) -> None:
+        if msg.data is None:
+            self.query_one("#detail-summary", Static).update(Text(msg.problem, style="bold red"))
+            return
+        self.data = msg.data
+        self._paint()
+
+    def on_resize(self) -> None:
+        if self.data is not None:
+            self._paint()
+
+    def _paint(self) -> None:
+        assert self.data is not None
+        width = max(30, (self.size.width or 80) - 6)
+        self.query_one("#detail-summary", Static).update(render_summary(self.data, width))
+        self.query_one("#detail-timeline", Static).update(render_timeline(self.data, width))
+        self.query_one("#detail-events", Static).update(render_events(self.data))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    def action_scroll(self, delta: int) -> None:
+        body = self.query_one("#detail-body", VerticalScroll)
+        body.scroll_relative(y=delta * 3, animate=False)

@@ -1,0 +1,95 @@
+"""`?`: every key of every view, generated from the bindings themselves.
+
+Built from the same `BINDINGS` lists the app runs on, so the help can never
+drift from the keys, and `--readonly` drops exactly what it disables.
+"""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+KEY_NAMES = {
+    "question_mark": "?", "colon": ":", "slash": "/", "escape": "esc", "enter": "enter",
+    "left_square_bracket": "[", "right_square_bracket": "]", "ctrl+up": "ctrl+↑",
+    "ctrl+down": "ctrl+↓", "up": "↑", "down": "↓", "left": "←", "right": "→",
+}
+
+
+def key_label(keys: str) -> str:
+    return " ".join(KEY_NAMES.get(k.strip(), k.strip()) for k in keys.split(","))
+
+
+def sections(readonly: bool) -> list[tuple[str, list[tuple[str, str]]]]:
+    """(title, [(keys, description)]) for every view, filtered for readonly."""
+    from tui.app import MODIFYING_ACTIONS, PatchbayApp
+    from tui.screens.dashboard import DashboardScreen
+    from tui.screens.detail import DetailScreen
+    from tui.screens.drill import DrillForm, DrillScreen, DrillTable
+    from tui.screens.history import HistoryScreen, HistoryTable
+    from tui.widgets.confirm import ConfirmModal
+    from tui.widgets.routes import RoutePanel
+
+    groups: list[tuple[str, list]] = [
+        ("Everywhere", [PatchbayApp.BINDINGS, [Binding("ctrl+p", "command_palette",
+                                                       "Command palette (also :)")]]),
+        ("Dashboard: tiles (tab moves between tiles, routes, events)",
+         [DashboardScreen.BINDINGS]),
+        ("Dashboard: route panel (o or tab to reach it)", [RoutePanel.BINDINGS]),
+        ("History", [HistoryScreen.BINDINGS, HistoryTable.BINDINGS,
+                     [Binding("enter", "open", "Open the request's detail")]]),
+        ("Request detail", [DetailScreen.BINDINGS]),
+        ("Drills", [DrillScreen.BINDINGS, DrillTable.BINDINGS]),
+        ("Drill form", [DrillForm.BINDINGS]),
+        ("Confirmations", [ConfirmModal.BINDINGS]),
+    ]
+    out = []
+    for title, lists in groups:
+        rows = []
+        for bindings in lists:
+            for b in bindings:
+                assert isinstance(b, Binding)
+                action = b.action.split("(")[0].removeprefix("app.")
+                if readonly and action in MODIFYING_ACTIONS:
+                    continue
+                rows.append((key_label(b.key), b.description))
+        if rows:
+            out.append((title, rows))
+    return out
+
+
+class HelpScreen(ModalScreen[None]):
+    """Full key reference; esc, q or ? closes it."""
+
+    BINDINGS = [
+        Binding("escape,q,question_mark", "close", "Close", id="help.close"),
+        Binding("j,down", "scroll(1)", "Down", show=False, id="help.down"),
+        Binding("k,up", "scroll(-1)", "Up", show=False, id="help.up"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        readonly = getattr(self.app, "readonly", False)
+        t = Text()
+        if readonly:
+            t.append("READONLY: changing keys are switched off.\n\n", style="bold cyan")
+        for title, rows in sections(readonly):
+            t.append(title + "\n", style="bold underline")
+            for keys, desc in rows:
+                t.append(f"  {keys:>14}  ", style="bold")
+                t.append(desc + "\n")
+            t.append("\n")
+        t.append("Mouse works too, but nothing needs it. Colours always come with a word.",
+                 style="dim")
+        with VerticalScroll(id="help-box") as box:
+            box.border_title = "Keys  (esc closes)"
+            yield Static(t, id="help-text")
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+    def action_scroll(self, delta: int) -> None:
+        self.query_one("#help-box", VerticalScroll).scroll_relative(y=delta * 3, animate=False)

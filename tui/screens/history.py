@@ -1,0 +1,359 @@
+"""Request history: the gateway's request log, one keyset page at a time.
+
+Only one page (50 rows) is ever held: next/previous walk the gateway's keyset
+cursors (a stack of them remembers the way back), so browsing a million-row
+log costs the same as browsing a hundred.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from rich.text import Text
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.suggester import SuggestFromList
+from textual.widgets import DataTable, Footer, Input, Static
+
+from tui import fmt
+from tui.client import AdminError, AdminUnreachable, HistoryFilters
+from tui.widgets.topbar import TopBar
+
+if TYPE_CHECKING:
+    from tui.app import PatchbayApp
+
+PAGE_SIZE = 50
+OUTCOMES = ["ok", "fallback", "error", "client_error", "cut"]
+_REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_when(text: str, now: float) -> str:
+    """Turn what an operator types into epoch seconds for `since`/`until`.
+
+    Accepts `15m`, `2h`, `3d` (that long ago), `18:30` (today), `2026-11-25`,
+    `2026-11-25 18:30[:05]`, or a raw epoch number. Raises ValueError otherwise.
+    """
+    text = text.strip()
+    if not text:
+        return ""
+    m = _REL.match(text)
+    if m:
+        return f"{now - float(m.group(1)) * _UNIT[m.group(2)]:.3f}"
+    try:
+        v = float(text)
+        if v > 1e9:
+            return f"{v:.3f}"
+    except ValueError:
+        pass
+    lt = time.localtime(now)
+    for pattern in ("%H:%M", "%H:%M:%S"):
+        try:
+            t = time.strptime(text, pattern)
+            return f"{time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, 0, 0, -1)):.3f}"
+        except ValueError:
+            pass
+    for pattern in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S",
+                    "%Y-%m-%dT%H:%M", "%Y-%m-%d"):
+        try:
+            return f"{time.mktime(time.strptime(text, pattern)):.3f}"
+        except ValueError:
+            pass
+    raise ValueError(f"not a time: {text!r} (try 15m, 2h, 18:30 or 2026-11-25 18:30)")
+
+
+def _cost(v: Any, narrow: bool) -> str:
+    if v is None:
+        return fmt.DASH
+    v = float(v)
+    if narrow and 0 < v < 1:
+        return "$" + (f"{v:.4f}" if v < 0.01 else f"{v:.3f}")[1:]
+    return fmt.money(v)
+
+
+class HistoryTable(DataTable):
+    """DataTable with the j/k keys operators expect."""
+
+    BINDINGS = [
+        Binding("j", "cursor_down", "Down", show=False, id="history.down"),
+        Binding("k", "cursor_up", "Up", show=False, id="history.up"),
+    ]
+
+
+class PageLoaded(Message):
+    def __init__(self, rows: list[dict[str, Any]], next_cursor: str | None,
+                 stack: list[str | None], elapsed_ms: float) -> None:
+        super().__init__()
+        self.rows, self.next_cursor, self.stack, self.elapsed_ms = (
+            rows, next_cursor, stack, elapsed_ms)
+
+
+class PageFailed(Message):
+    def __init__(self, problem: str) -> None:
+        super().__init__()
+        self.problem = problem
+
+
+class HistoryScreen(Screen):
+    """Filterable, keyset-paged table of requests; enter opens a request."""
+
+    AUTO_FOCUS = "#hist-table"
+
+    BINDINGS = [
+        Binding("n,right_square_bracket", "page(1)", "Next page", id="history.next"),
+        Binding("b,left_square_bracket", "page(-1)", "Prev page", id="history.prev"),
+        Binding("slash", "search", "Search", id="history.search"),
+        Binding("f", "filters", "Filters", id="history.filters"),
+        Binding("x", "clear", "Clear", id="history.clear"),
+        Binding("g", "reload", "Reload", show=False, id="history.reload"),
+        Binding("escape", "back", "Back", id="history.back"),
+    ]
+
+    def __init__(self, filters: HistoryFilters | None = None) -> None:
+        super().__init__()
+        self.filters = filters or HistoryFilters()
+        self.stack: list[str | None] = [None]   # cursor of every page up to the current one
+        self.next_cursor: str | None = None
+        self.rows: list[dict[str, Any]] = []
+        self.is_loading = False
+        self.last_page_ms: float | None = None
+        self.pages_loaded = 0
+        self._layout: str | None = None
+        self._problem = ""
+
+    @property
+    def papp(self) -> PatchbayApp:
+        return self.app  # type: ignore[return-value]
+
+    def compose(self) -> ComposeResult:
+        bar = TopBar(self.papp.admin_url, id="topbar")
+        bar.view = "history"
+        yield bar
+        with Horizontal(id="hist-filters"):
+            yield Input(self.filters.route, placeholder="route", id="f-route", compact=True)
+            yield Input(self.filters.target, placeholder="target", id="f-target", compact=True)
+            yield Input(self.filters.outcome, placeholder="outcome", id="f-outcome",
+                        compact=True, suggester=SuggestFromList(OUTCOMES))
+            yield Input(placeholder="since 1h", id="f-since", compact=True)
+            yield Input(placeholder="until", id="f-until", compact=True)
+            yield Input(self.filters.q, placeholder="/ search", id="f-q", compact=True)
+        yield HistoryTable(id="hist-table", cursor_type="row", zebra_stripes=True)
+        yield Static(id="hist-status")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        self._columns(force=True)
+        self.load(None, push=False)
+
+    def on_resize(self) -> None:
+        self._columns()
+
+    # -- table layout ------------------------------------------------------------
+
+    def _columns(self, force: bool = False) -> None:
+        width = self.size.width or 80
+        layout = "narrow" if width < 110 else "wide"
+        if layout == self._layout and not force:
+            return
+        self._layout = layout
+        table = self.query_one(HistoryTable)
+        table.clear(columns=True)
+        if layout == "narrow":
+            spec = [("time", 8), ("route", 6), ("target", max(12, width - 66)),
+                    ("result", 6), ("att", 3), ("lat", 5), ("ttft", 5), ("tok", 5),
+                    ("cost", 6)]
+        else:
+            spec = [("time", 14), ("route", 12), ("final target", max(24, min(40, width - 110))),
+                    ("outcome", 12), ("att", 3), ("latency", 7), ("ttft", 7),
+                    ("tokens", 11), ("cost", 8)]
+        for label, w in spec:
+            table.add_column(label, width=w, key=label)
+        self._fill()
+
+    def _cells(self, r: dict[str, Any], now: float) -> list[Text | str]:
+        narrow = self._layout == "narrow"
+        outcome = str(r.get("outcome") or "")
+        ostyle = fmt.OUTCOME_STYLE.get(outcome, "")
+        if narrow:
+            outcome = {"fallback": "fallbk", "client_error": "client"}.get(outcome, outcome)
+        tgt = str(r.get("final_target") or fmt.DASH)
+        if r.get("drill_id"):
+            tgt = "⚑" + tgt
+        pt, ct = r.get("prompt_tokens"), r.get("completion_tokens")
+        tok = (str((pt or 0) + (ct or 0)) if pt is not None or ct is not None else fmt.DASH
+               ) if narrow else fmt.tokens(pt, ct)
+        failovers = r.get("failovers") or 0
+        att = Text(str(r.get("attempts", fmt.DASH)),
+                   style="bold yellow" if failovers else "")
+        return [
+            fmt.clock_time(r.get("ts")) if narrow else fmt.short_time(r.get("ts"), now),
+            str(r.get("route") or ""),
+            Text(tgt, no_wrap=True, overflow="ellipsis"),
+            Text(outcome, style=ostyle),
+            att,
+            Text(fmt.ms(r.get("latency_ms")), justify="right"),
+            Text(fmt.ms(r.get("ttft_ms")), justify="right"),
+            Text(tok, justify="right"),
+            Text(_cost(r.get("cost"), narrow), justify="right"),
+        ]
+
+    def _fill(self) -> None:
+        table = self.query_one(HistoryTable)
+        table.clear()
+        now = self.papp.clock()
+        for r in self.rows:
+            table.add_row(*self._cells(r, now), key=str(r.get("id")))
+        self._status()
+
+    def _status(self) -> None:
+        t = Text(no_wrap=True, overflow="ellipsis")
+        page = len(self.stack)
+        if self._problem:
+            t.append(self._problem, style="bold red")
+        elif self.is_loading:
+            t.append("loading…", style="yellow")
+        elif not self.rows:
+            t.append("no requests match" if not self.filters.is_empty() else "no requests yet",
+                     style="dim")
+        else:
+            first = (page - 1) * PAGE_SIZE + 1
+            t.append(f"page {page} · rows {first}–{first + len(self.rows) - 1}", style="bold")
+            if self.next_cursor is None:
+                t.append(" (end)", style="dim")
+        if not self.filters.is_empty():
+            t.append("  filter: ", style="dim")
+            t.append(" ".join(f"{k}={v}" for k, v in self.filters.params().items()
+                              if k not in ("since", "until")))
+            if self.filters.since or self.filters.until:
+                t.append(" (time range)")
+        t.append("   n/b page · / search · f filters · x clear · enter detail", style="dim")
+        self.query_one("#hist-status", Static).update(t)
+
+    # -- loading --------------------------------------------------------------------
+
+    @work(exclusive=True, group="history", exit_on_error=False)
+    async def load(self, cursor: str | None, push: bool, pop: bool = False) -> None:
+        self.is_loading = True
+        self._status()
+        stack = list(self.stack)
+        if push:
+            stack.append(cursor)
+        elif pop and len(stack) > 1:
+            stack.pop()
+        t0 = time.perf_counter()
+        try:
+            body = await self.papp.client.requests(self.filters, stack[-1], PAGE_SIZE)
+        except AdminError as exc:
+            self.post_message(PageFailed(f"gateway refused: {exc.message} (HTTP {exc.status})"))
+            return
+        except AdminUnreachable as exc:
+            self.post_message(PageFailed(f"cannot reach the gateway: {exc}"))
+            return
+        rows = body.get("requests") or []
+        self.post_message(PageLoaded(rows, body.get("next_cursor"), stack,
+                                     (time.perf_counter() - t0) * 1000))
+
+    @on(PageLoaded)
+    def _loaded(self, msg: PageLoaded) -> None:
+        t0 = time.perf_counter()
+        self.is_loading = False
+        self._problem = ""
+        self.rows, self.next_cursor, self.stack = msg.rows, msg.next_cursor, msg.stack
+        self._fill()
+        self.pages_loaded += 1
+        self.last_page_ms = msg.elapsed_ms + (time.perf_counter() - t0) * 1000
+
+    @on(PageFailed)
+    def _failed(self, msg: PageFailed) -> None:
+        self.is_loading = False
+        self._problem = msg.problem
+        self._status()
+
+    # -- filters -------------------------------------------------------------------
+
+    def _read_filters(self) -> HistoryFilters | None:
+        now = self.papp.clock()
+        v = {i.id: i.value.strip() for i in self.query(Input)}
+        try:
+            since = parse_when(v["f-since"], now)
+            until = parse_when(v["f-until"], now)
+        except ValueError as exc:
+            self.notify(str(exc), severity="warning", timeout=5)
+            return None
+        if v["f-outcome"] and v["f-outcome"] not in OUTCOMES:
+            self.notify(f"outcome is one of: {', '.join(OUTCOMES)}", severity="warning",
+                        timeout=5)
+            return None
+        return HistoryFilters(route=v["f-route"], target=v["f-target"], outcome=v["f-outcome"],
+                              since=since, until=until, q=v["f-q"])
+
+    @on(Input.Submitted)
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        f = self._read_filters()
+        if f is None:
+            return
+        self.filters = f
+        self.stack = [None]
+        self.load(None, push=False)
+        self.query_one(HistoryTable).focus()
+
+    def set_filters(self, filters: HistoryFilters) -> None:
+        """Programmatic filter change (tests, palette): same path as typing + enter."""
+        self.filters = filters
+        for key, val in (("f-route", filters.route), ("f-target", filters.target),
+                         ("f-outcome", filters.outcome), ("f-q", filters.q)):
+            self.query_one(f"#{key}", Input).value = val
+        self.stack = [None]
+        self.load(None, push=False)
+
+    # -- actions ----------------------------------------------------------------------
+
+    def action_page(self, delta: int) -> None:
+        if self.is_loading:
+            return
+        if delta > 0:
+            if self.next_cursor is None:
+                self.notify("Last page.", timeout=2)
+                return
+            self.load(self.next_cursor, push=True)
+        else:
+            if len(self.stack) <= 1:
+                self.notify("First page.", timeout=2)
+                return
+            self.load(None, push=False, pop=True)
+
+    def action_search(self) -> None:
+        self.query_one("#f-q", Input).focus()
+
+    def action_filters(self) -> None:
+        self.query_one("#f-route", Input).focus()
+
+    def action_clear(self) -> None:
+        for i in self.query(Input):
+            i.value = ""
+        self.filters = HistoryFilters()
+        self.stack = [None]
+        self.load(None, push=False)
+
+    def action_reload(self) -> None:
+        self.load(None, push=False)
+
+    def action_back(self) -> None:
+        if isinstance(self.focused, Input):
+            self.query_one(HistoryTable).focus()
+            return
+        self.app.pop_screen()
+
+    @on(DataTable.RowSelected)
+    def _open(self, event: DataTable.RowSelected) -> None:
+        from tui.screens.detail import DetailScreen
+        rid = event.row_key.value
+        if rid:
+            self.app.push_screen(DetailScreen(rid))

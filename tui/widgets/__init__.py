@@ -1,0 +1,1 @@
+"""Widgets of the control panel: target tiles, route panel, event feed, confirm modal."""

@@ -1,0 +1,72 @@
+"""Live feed of discrete gateway events: failovers, breakers, operator actions, drills.
+
+Appending a line is the only work per event (no rebuild), and the log keeps a
+bounded number of lines so a chatty gateway cannot grow the TUI's memory.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.widgets import RichLog
+
+from tui import fmt
+
+
+def describe(kind: str, ev: dict[str, Any]) -> str:
+    """One readable phrase for an event's detail, whatever keys the gateway sends."""
+    d = ev.get("detail") or {}
+    if not isinstance(d, dict):
+        return str(d)
+    target = ev.get("target") or d.get("target") or ""
+    if kind == "failover":
+        src = d.get("from") or target
+        dst = d.get("to") or d.get("next") or "?"
+        why = d.get("reason") or d.get("error") or d.get("error_class") or ""
+        return f"{src} → {dst}" + (f" ({why})" if why else "")
+    if kind == "breaker":
+        old, new = d.get("from") or d.get("old"), d.get("to") or d.get("new") or d.get("state")
+        return f"{target} breaker " + (f"{old} → {new}" if old else f"{new}")
+    if kind == "operator":
+        action = d.get("action") or "change"
+        who = d.get("who") or d.get("by")
+        subject = target or d.get("vendor") or d.get("route") or ev.get("route") or ""
+        text = f"{action} {subject}".strip()
+        if d.get("order"):
+            text += " → " + ", ".join(map(str, d["order"]))
+        if d.get("reason"):
+            text += f" ({d['reason']})"
+        if who:
+            text += f" by {who}"
+        return text
+    if kind == "drill":
+        what = d.get("state") or d.get("phase") or d.get("action") or ""
+        fault = d.get("fault") or ""
+        return " ".join(str(x) for x in (what, target, fault) if x)
+    if kind == "probe":
+        return f"{target} {d.get('outcome') or d.get('result') or ''}".strip()
+    parts = [target] if target else []
+    parts += [f"{k}={v}" for k, v in list(d.items())[:4]]
+    return " ".join(parts)
+
+
+class EventFeed(RichLog):
+    """Bounded, append-only log of events; newest at the bottom."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(max_lines=400, wrap=True, markup=False, highlight=False, min_width=20,
+                         auto_scroll=True, **kwargs)
+        self.count = 0
+
+    def add(self, kind: str, ev: dict[str, Any]) -> None:
+        line = Text()
+        line.append(fmt.clock_time(ev.get("ts")), style="dim")
+        line.append(" ")
+        line.append(f"{kind:<8}", style=fmt.EVENT_STYLE.get(kind, "bold"))
+        route = ev.get("route")
+        if route and kind in ("failover",):
+            line.append(f" {route}", style="bold")
+        line.append(" " + describe(kind, ev))
+        self.write(line)
+        self.count += 1

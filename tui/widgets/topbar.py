@@ -1,0 +1,76 @@
+"""One-line status bar: where we are attached, link health, pause and readonly flags."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.widgets import Static
+
+from tui.model import GatewayState
+
+
+class TopBar(Static):
+    """Rendered from plain fields so screens can share it without querying the app."""
+
+    def __init__(self, url: str, **kwargs) -> None:
+        super().__init__("", **kwargs)
+        self.url = url
+        self.connected: bool | None = None
+        self.paused = False
+        self.readonly = False
+        self.view = "dashboard"
+        self._state = GatewayState()
+        self._last: str | None = None
+
+    def on_mount(self) -> None:
+        app = self.app
+        state = getattr(app, "state", None)
+        self.show(state=state, connected=getattr(app, "connected", None),
+                  paused=getattr(app, "paused", False), readonly=getattr(app, "readonly", False))
+
+    def show(self, *, state: GatewayState | None = None, connected: bool | None = None,
+             paused: bool | None = None, readonly: bool | None = None) -> None:
+        if state is not None:
+            self._state = state
+        if connected is not None:
+            self.connected = connected
+        if paused is not None:
+            self.paused = paused
+        if readonly is not None:
+            self.readonly = readonly
+        text = self._text()
+        key = text.plain + str(text.spans)
+        if key != self._last:
+            self._last = key
+            self.update(text)
+
+    def _text(self) -> Text:
+        st = self._state
+        t = Text(no_wrap=True, overflow="ellipsis")
+        t.append(" Patchbay ", style="bold reverse")
+        t.append(f" {self.view}", style="bold")
+        if self.connected is None:
+            t.append("  ◌ connecting", style="yellow")
+        elif self.connected:
+            t.append("  ● live", style="green")
+        else:
+            t.append("  ✖ offline", style="bold red")
+        if self.paused:
+            t.append("  ⏸ PAUSED", style="bold reverse yellow")
+        if self.readonly:
+            t.append("  READONLY", style="bold reverse cyan")
+        if st.targets:
+            counts: dict[str, int] = {}
+            for x in st.targets:
+                counts[x.state] = counts.get(x.state, 0) + 1
+            t.append(f"  {len(st.targets)} targets: ", style="dim")
+            t.append(f"{counts.get('healthy', 0)} healthy", style="green")
+            bad = len(st.targets) - counts.get("healthy", 0)
+            if bad:
+                t.append(f", {bad} not", style="bold yellow")
+        running = st.running_drills()
+        if running:
+            t.append(f"  ⚑ drill running", style="bold magenta")
+        if not st.store_ok:
+            t.append(f"  store failing ({st.rows_not_written} rows lost)", style="bold red")
+        t.append(f"  {self.url}", style="dim")
+        return t
