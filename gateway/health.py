@@ -16,6 +16,7 @@ from gateway.adapters.base import ErrorClass
 WINDOW_S = 300.0          # sliding window for success rate and percentiles
 RATE_WINDOW_S = 60.0      # requests per minute
 SERIES_POINTS = 60        # latency points kept for sparklines
+RECOVERED_AFTER = 10      # consecutive successes that end "degraded" before the window does
 SERIES_STEP_S = 5.0       # one sparkline point per step (p50 of that step)
 
 HEALTHY, DEGRADED, THROTTLED, DOWN, OPEN, DISABLED, MISCONFIGURED = (
@@ -130,9 +131,13 @@ class Health:
             return THROTTLED
         recent = [o for o in self.obs if o.t >= now - RATE_WINDOW_S]
         if recent:
-            bad = sum(1 for o in recent if not o.ok and o.cls not in ("bad_request", "content_policy",
-                                                                      "context_length"))
-            if bad / len(recent) > 0.05:
+            def bad(o: Observation) -> bool:
+                return not o.ok and o.cls not in ("bad_request", "content_policy", "context_length")
+            # Degraded: over 5% failures in the last minute, unless the last RECOVERED_AFTER
+            # observations all succeeded (a target that came back shows healthy without
+            # waiting a minute for its outage to age out of the window).
+            if sum(1 for o in recent if bad(o)) / len(recent) > 0.05 and \
+                    any(bad(o) for o in recent[-RECOVERED_AFTER:]):
                 return DEGRADED
         return HEALTHY
 

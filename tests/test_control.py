@@ -1,0 +1,98 @@
+"""The operator CLI (`patchbay status/order/disable/enable/drill/history --admin-url`) against a real gateway."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from gateway.cli import main
+
+TOKEN = "cli-token-abcdef"
+ENV = {"PATCHBAY_ADMIN_TOKEN": TOKEN}
+
+
+@pytest.fixture
+def stack(bg_stack, monkeypatch):
+    monkeypatch.setenv("PATCHBAY_ADMIN_TOKEN", TOKEN)
+    monkeypatch.setenv("PATCHBAY_OPERATOR", "dave")
+
+    def mutate(raw: dict) -> None:
+        raw["breaker"] = {"failures_to_open": 2, "cooldown": 0.5}
+        raw["prober"] = {"enabled": True, "interval": 0.2}
+
+    mock, gw = bg_stack(mutate, env=ENV, with_prober=True)
+    return mock, gw, gw.admin_url
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_status_order_disable_enable(stack, capsys):
+    mock, gw, url = stack
+    code, out, err = run(capsys, "status", "--admin-url", url)
+    assert code == 0, err
+    assert "route chat: openai/gpt-4.1 > deepseek/deepseek-chat" in out
+    assert "serving: openai/gpt-4.1" in out
+    lines = {ln.split()[0]: ln.split() for ln in out.splitlines() if ln.startswith(("openai/", "deepseek/"))}
+    assert lines["openai/gpt-4.1"][1] == "healthy" and lines["openai/gpt-4.1"][2] == "closed"
+
+    code, out, err = run(capsys, "order", "chat", "deepseek/deepseek-chat", "openai/gpt-4.1", "--admin-url", url)
+    assert code == 0 and "route chat: deepseek/deepseek-chat > openai/gpt-4.1" in out
+    code, out, err = run(capsys, "order", "chat", "deepseek/deepseek-chat", "--admin-url", url)
+    assert code == 1 and "missing openai/gpt-4.1" in err
+
+    code, out, err = run(capsys, "disable", "openai/gpt-4.1", "--reason", "maintenance", "--admin-url", url)
+    assert code == 0 and "openai/gpt-4.1: disabled (maintenance)" in out
+    code, out, err = run(capsys, "disable", "deepseek", "--admin-url", url)
+    assert code == 0 and "vendor deepseek: disabled 1 target(s): deepseek/deepseek-chat" in out
+    code, out, _ = run(capsys, "status", "--admin-url", url)
+    assert "serving: NOTHING" in out and "maintenance" in out
+    assert gw.runtime.targets["openai/gpt-4.1"].disabled_by == "127.0.0.1 (dave)"
+    for what in ("openai/gpt-4.1", "deepseek"):
+        code, out, err = run(capsys, "enable", what, "--admin-url", url)
+        assert code == 0, err
+    assert not any(t.disabled for t in gw.runtime.targets.values())
+    code, out, err = run(capsys, "disable", "nobody/x", "--admin-url", url)
+    assert code == 1 and "unknown target" in err
+
+
+def test_clear_errors_when_unreachable_or_token_wrong(stack, capsys, monkeypatch):
+    _, _, url = stack
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    code, out, err = run(capsys, "status", "--admin-url", dead)
+    assert code == 2 and "cannot reach the admin API" in err and "Traceback" not in err
+    monkeypatch.setenv("PATCHBAY_ADMIN_TOKEN", "not-it")
+    code, out, err = run(capsys, "status", "--admin-url", url)
+    assert code == 3 and "not the gateway's admin token" in err and "not-it" not in err
+    monkeypatch.delenv("PATCHBAY_ADMIN_TOKEN")
+    code, out, err = run(capsys, "enable", "openai", "--admin-url", url)
+    assert code == 3 and "PATCHBAY_ADMIN_TOKEN is not set" in err
+
+
+def test_drill_waits_and_prints_the_report_then_history(stack, capsys):
+    mock, gw, url = stack
+    code, out, err = run(capsys, "drill", "openai/gpt-4.1", "--fault", "error:503", "--duration", "1",
+                         "--traffic", "20", "--admin-url", url)
+    assert code == 0, err
+    assert "started: error:503 on openai/gpt-4.1" in out
+    report = out[out.index("-> done"):]
+    fields = {ln.split("  ")[1].strip(): ln.split("  ", 2)[-1].strip()
+              for ln in report.splitlines()[1:] if ln.startswith("  ")}
+    assert fields["client-visible errors"] == "0"
+    assert int(fields["requests rerouted"]) >= 15
+    assert "recovered" in fields["time back to normal"]
+    code, out, err = run(capsys, "drill", "openai/gpt-4.1", "--fault", "bogus", "--admin-url", url)
+    assert code == 1 and "unknown fault" in err
+
+    gw.store.flush(5)
+    code, out, err = run(capsys, "history", "--admin-url", url, "--limit", "5", "--target", "deepseek/deepseek-chat")
+    assert code == 0, err
+    rows = [ln for ln in out.splitlines()[2:] if ln.strip() and not ln.startswith("(")]
+    assert len(rows) == 5 and all("deepseek/deepseek-chat" in ln and "(drill)" in ln for ln in rows)
+    assert "use --limit for more" in out
