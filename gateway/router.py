@@ -78,7 +78,7 @@ class Answer:
 class OpenStream:
     """A vendor stream that has produced its first token (or a clean empty end)."""
 
-    __slots__ = ("resp", "parser", "decoder", "target", "pending", "cut_after_first", "started")
+    __slots__ = ("resp", "parser", "decoder", "target", "pending", "cut_after_first", "started", "error")
 
     def __init__(self, resp: aiohttp.ClientResponse, target: Target, cut_after_first: bool):
         self.resp = resp
@@ -88,9 +88,16 @@ class OpenStream:
         self.pending: list[StreamDelta] = []
         self.cut_after_first = cut_after_first
         self.started = time.perf_counter()
+        self.error: VendorError | None = None
 
     async def read(self, timeout: float) -> list[StreamDelta] | None:
-        """Deltas from the next network read; None at end of body."""
+        """Deltas from the next network read; None at end of body.
+
+        An in-band error event raises VendorError, but only after the deltas
+        that arrived before it in the same read have been returned.
+        """
+        if self.error is not None:
+            raise self.error
         async with asyncio.timeout(timeout):
             chunk = await self.resp.content.readany()
         if not chunk:
@@ -102,7 +109,13 @@ class OpenStream:
         out: list[StreamDelta] = []
         feed = self.decoder.feed
         for ev, data in events:
-            out.extend(feed(ev, data))
+            try:
+                out.extend(feed(ev, data))
+            except VendorError as e:
+                if not out:
+                    raise
+                self.error = e
+                break
         return out
 
     def close(self) -> None:
