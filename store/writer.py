@@ -21,12 +21,15 @@ work while holding the GIL that the event loop also needs.
 
 from __future__ import annotations
 
+import atexit
 import collections
+import itertools
 import json
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import Any, Callable, Iterable
@@ -293,6 +296,7 @@ class Store:
         self._next_retry = 0.0
         self._backoff = self._backoff_min
         self._prune_requests: list[threading.Event] = []
+        self._atexit: Callable[[], None] | None = None
 
     # ----------------------------------------------------------------- producer side
 
@@ -345,6 +349,10 @@ class Store:
             return self
         self._thread = threading.Thread(target=self._run, name="patchbay-store-writer", daemon=True)
         self._thread.start()
+        # a process that exits without close() still flushes (bounded), instead of the
+        # daemon thread dying with the queue in memory
+        self._atexit = _close_at_exit(self)
+        atexit.register(self._atexit)
         self._opened.wait(open_timeout)
         return self
 
@@ -370,6 +378,9 @@ class Store:
         self._closed = True
         self._stopping = True
         self._wake.set()
+        if self._atexit is not None:
+            atexit.unregister(self._atexit)
+            self._atexit = None
         thread = self._thread
         if thread is not None:
             thread.join(timeout)
@@ -401,7 +412,11 @@ class Store:
                 with self._flush_lock:
                     waiters, self._flush_waiters = self._flush_waiters, []
                 stopping = self._stopping
-                self._cycle()
+                try:
+                    self._cycle()
+                except Exception as exc:    # a bug here must not kill the writer: report, back off, go on
+                    self._fail(exc)
+                    self._sink.close()
                 if waiters and not self._pending:
                     # everything queued before the flush request has been taken and written
                     for w in waiters:
@@ -420,7 +435,9 @@ class Store:
                     if self._pending:
                         self._retry_now()
                         self._cycle()
-                    self._give_up(len(self._pending))
+                        if self._ok:
+                            continue    # it worked: drain what is left (the recovery event)
+                    self._give_up(len(self._pending) + len(self._queue))
                     break
                 with self._flush_lock:
                     prune_requests, self._prune_requests = self._prune_requests, []
@@ -470,7 +487,7 @@ class Store:
             return
         while pending:
             n = min(self.batch_rows, len(pending))
-            batch = [pending[i] for i in range(n)]
+            batch = list(itertools.islice(pending, n))
             try:
                 self._sink.write(batch)
             except _ROW_ERRORS:
@@ -491,9 +508,10 @@ class Store:
                 pending.popleft()
             if not self._ok:
                 self._recovered()
-            # pick up rows that arrived while writing, so a burst is not split by the sleep
-            while q and len(pending) < self.batch_rows:
-                pending.append(q.popleft())
+        # Rows that arrived meanwhile wait for the next cycle (woken at once if a full
+        # batch is waiting), so flush and prune requests are served even under overload.
+        if len(q) >= self.batch_rows:
+            self._wake.set()
         self._trim_pending()
 
     def _write_careful(self, batch: list[Any]) -> bool:
@@ -522,6 +540,7 @@ class Store:
     def _give_up(self, n: int) -> None:
         if n:
             self._pending.clear()
+            self._queue.clear()
             self._rows_not_written += n
 
     def _fail(self, exc: BaseException) -> None:
@@ -599,6 +618,16 @@ class Store:
         self._wake.set()
         done.wait(timeout)
         return self._pruned - before
+
+
+def _close_at_exit(store: Store) -> Callable[[], None]:
+    ref = weakref.ref(store)
+
+    def close() -> None:
+        s = ref()
+        if s is not None:
+            s.close(timeout=5.0)
+    return close
 
 
 __all__ = ["Store", "Sink", "Row"]

@@ -275,3 +275,19 @@ def test_sigterm_during_writes_loses_nothing(tmp_path: Path) -> None:
     _, accepted, _, written, _, lost = final[-1].split()
     assert int(lost) == 0 and int(accepted) == int(written)
     assert count(path, "requests") + count(path, "attempts") == int(accepted)
+
+
+def test_process_exit_without_close_still_flushes(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    code = textwrap.dedent("""
+        import sys
+        from store import Store, RequestRow
+        s = Store(sys.argv[1], batch_interval=5.0).start()     # nothing would be written for 5 s
+        for i in range(3000):
+            s.put(RequestRow(id=f'req_{i:08d}', ts=1.0 + i, route='c', stream=False, outcome='ok', http_status=200))
+        # exits here without close()
+    """)
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, cwd=ROOT,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert count(path) == 3000
