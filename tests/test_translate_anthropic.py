@@ -19,7 +19,7 @@ from gateway.adapters import make_adapter
 from gateway.adapters.anthropic import AnthropicAdapter
 from gateway.adapters.base import ErrorClass, UpstreamRequest, VendorError
 from gateway.config import VendorConfig
-from tests.translate_util import decode, fold, request_bodies
+from tests.translate_util import decode, fold, request_bodies, vendor_json
 
 VENDOR = VendorConfig("claude", "anthropic", "https://api.anthropic.com", api_key_env="K", api_key="sk-ant-test",
                       headers={"anthropic-beta": "prompt-caching-2024-07-31"})
@@ -565,3 +565,32 @@ def test_property_any_body_translates_or_is_a_clean_400(body, stream, prefill):
     assert out["messages"] and out["max_tokens"] >= 1
     roles = [m["role"] for m in out["messages"]]
     assert all(a != b for a, b in zip(roles, roles[1:])), "roles must alternate"
+
+
+def _samples() -> list:
+    from tests.translate_util import sse_events
+    evs = [orjson.loads(d) for raw in (TEXT_STREAM, TOOL_STREAM) for _, d in sse_events(raw)]
+    return [TEXT_RESPONSE, TOOL_RESPONSE, *evs, {"type": "error", "error": {"type": "overloaded_error", "message": "x"}}]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.lists(vendor_json(_samples()), min_size=1, max_size=6),
+       events=st.lists(st.sampled_from([None, "message_start", "content_block_delta", "error", "ping", "x"]),
+                       min_size=6, max_size=6))
+def test_property_vendor_garbage_never_crashes(data, events):
+    """Whatever the vendor sends, parse_chat and the decoder give OpenAI shapes or a VendorError."""
+    ad = AnthropicAdapter(VENDOR)
+    for d in data:
+        try:
+            r = ad.parse_chat(d.encode())
+            assert r.message["role"] == "assistant"
+            orjson.dumps(r.usage)
+        except VendorError:
+            pass
+    dec = ad.stream_decoder()
+    for ev, d in zip(events, data):
+        try:
+            for delta in dec.feed(ev, d):
+                assert delta.delta is None or isinstance(delta.delta, dict)
+        except VendorError:
+            pass

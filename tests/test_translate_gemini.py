@@ -19,7 +19,7 @@ from gateway.adapters import make_adapter
 from gateway.adapters.base import ErrorClass, UpstreamRequest, VendorError
 from gateway.adapters.gemini import GeminiAdapter, to_gemini_schema
 from gateway.config import VendorConfig
-from tests.translate_util import decode, fold, request_bodies
+from tests.translate_util import decode, fold, request_bodies, vendor_json
 
 VENDOR = VendorConfig("gemini", "gemini", "https://generativelanguage.googleapis.com", api_key_env="G",
                       api_key="AIza-test", headers={"x-goog-user-project": "proj"})
@@ -486,3 +486,33 @@ def test_property_any_body_translates_or_is_a_clean_400(body, stream, prefill):
     assert out["contents"]
     roles = [c["role"] for c in out["contents"]]
     assert all(a != b for a, b in zip(roles, roles[1:]))
+
+
+def _samples() -> list:
+    from tests.translate_util import sse_events
+    evs = [orjson.loads(d) for raw in (TEXT_STREAM, TOOL_STREAM) for _, d in sse_events(raw)]
+    return [TEXT_RESPONSE, TOOL_RESPONSE, *evs, *(c[1] for c in RESPONSE_CASES),
+            orjson.loads(_gerr(429, "RESOURCE_EXHAUSTED", "q", QUOTA_DETAILS))]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.lists(vendor_json(_samples()), min_size=1, max_size=6), status=st.sampled_from([400, 403, 429, 500]))
+def test_property_vendor_garbage_never_crashes(data, status):
+    """Whatever the vendor sends, parse/decode/classify give OpenAI shapes or a VendorError."""
+    ad = GeminiAdapter(VENDOR)
+    for d in data:
+        try:
+            r = ad.parse_chat(d.encode())
+            assert r.message["role"] == "assistant"
+            orjson.dumps(r.usage)
+        except VendorError:
+            pass
+        e = ad.classify_error(status, {}, d.encode())
+        assert isinstance(e, VendorError) and e.message
+    dec = ad.stream_decoder()
+    for d in data:
+        try:
+            for delta in dec.feed(None, d):
+                assert delta.delta is None or isinstance(delta.delta, dict)
+        except VendorError:
+            pass

@@ -128,3 +128,34 @@ def request_bodies(tool: dict) -> Any:
             st.fixed_dictionaries({"type": st.just("json_schema"),
                                    "json_schema": st.fixed_dictionaries({"name": st.just("s"), "schema": schema})}))),
     })
+
+
+def vendor_json(samples: list[Any]) -> Any:
+    """Hypothesis strategy: JSON text near real vendor payloads (mutated samples) or arbitrary JSON/garbage."""
+    from hypothesis import strategies as st
+
+    scalar = st.one_of(st.none(), st.booleans(), st.integers(-2 ** 70, 2 ** 70), st.floats(allow_nan=False),
+                       st.text(max_size=8))
+    junk = st.recursive(scalar, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                        st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+                        max_leaves=10)
+
+    def mutate(obj: Any, draw: Any) -> Any:
+        if isinstance(obj, dict):
+            out = {}
+            for k, v in obj.items():
+                roll = draw(st.integers(0, 9))
+                if roll == 3:
+                    continue  # drop the key
+                out[k] = draw(junk) if roll == 5 else mutate(v, draw)
+            return out
+        if isinstance(obj, list):
+            return [mutate(v, draw) for v in obj if draw(st.integers(0, 9)) != 3]
+        return draw(junk) if draw(st.integers(0, 9)) == 5 else obj
+
+    @st.composite
+    def near(draw: Any) -> str:
+        return json.dumps(mutate(draw(st.sampled_from(samples)), draw))
+
+    import json
+    return st.one_of(near(), near(), near(), junk.map(json.dumps), st.text(max_size=20))

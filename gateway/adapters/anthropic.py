@@ -27,7 +27,7 @@ from gateway.adapters.base import (Adapter, ChatResult, ErrorClass, StreamDecode
 from gateway.adapters.translate import (bad, dumps, function_tools, header, json_schema_format,
                                         max_tokens, opt_number, parse_image_url, parse_media_url,
                                         stop_list, text_of, tool_calls_of, tool_choice, usage_dict,
-                                        as_int)
+                                        args_json, as_int)
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -162,7 +162,7 @@ class AnthropicAdapter(Adapter):
             elif btype == "tool_use":
                 calls.append({"id": str(block.get("id") or ""), "type": "function",
                               "function": {"name": str(block.get("name") or ""),
-                                           "arguments": orjson.dumps(block.get("input") or {}).decode()}})
+                                           "arguments": args_json(block.get("input"))}})
             elif btype == "thinking":
                 t = block.get("thinking")
                 if isinstance(t, str):
@@ -173,7 +173,7 @@ class AnthropicAdapter(Adapter):
         if thinking:
             message["reasoning_content"] = "".join(thinking)
         stop = obj.get("stop_reason")
-        finish = FINISH.get(stop, "stop") if stop is not None else None
+        finish = _finish(stop) if stop is not None else None
         return ChatResult(message=message, finish_reason=finish, usage=map_usage(obj.get("usage")))
 
     def stream_decoder(self) -> StreamDecoder:
@@ -201,9 +201,14 @@ class AnthropicAdapter(Adapter):
 
     def _error_from(self, err: Any, status: int | None) -> VendorError:
         etype = err.get("type") if isinstance(err, dict) else None
+        etype = etype if isinstance(etype, str) else None
         message = str(err.get("message") or "") if isinstance(err, dict) else ""
         cls = ERROR_TYPES.get(etype or "", ErrorClass.SERVER)
         return VendorError(cls, message or f"vendor error {etype or ''}".strip(), status, None, etype)
+
+
+def _finish(stop: Any) -> str:
+    return FINISH.get(stop, "stop") if isinstance(stop, str) else "stop"
 
 
 def _error_fields(body: bytes) -> tuple[str, str | None]:
@@ -352,8 +357,6 @@ def convert_messages(messages: Any, prefill: str | None) -> tuple[list[str], lis
 class AnthropicStreamDecoder(StreamDecoder):
     """message_start .. content_block_* .. message_delta .. message_stop -> OpenAI deltas."""
 
-    __slots__ = ("_adapter", "_role_sent", "_tools", "_usage", "_next_tool")
-
     def __init__(self, adapter: AnthropicAdapter):
         super().__init__()
         self._adapter = adapter
@@ -392,7 +395,8 @@ class AnthropicStreamDecoder(StreamDecoder):
                     out.append(StreamDelta({"content": text}))
                     return out
             elif dtype == "input_json_delta":
-                idx = self._tools.get(obj.get("index"))
+                bi = obj.get("index")
+                idx = self._tools.get(bi) if isinstance(bi, int) else None
                 part = delta.get("partial_json")
                 if idx is not None and isinstance(part, str):
                     if part:
@@ -422,7 +426,9 @@ class AnthropicStreamDecoder(StreamDecoder):
             if btype == "tool_use":
                 idx = self._next_tool
                 self._next_tool += 1
-                self._tools[obj.get("index")] = idx
+                bi = obj.get("index")
+                if isinstance(bi, int):
+                    self._tools[bi] = idx
                 out.append(StreamDelta({"tool_calls": [{
                     "index": idx, "id": str(block.get("id") or ""), "type": "function",
                     "function": {"name": str(block.get("name") or ""), "arguments": ""}}]}))
@@ -451,7 +457,7 @@ class AnthropicStreamDecoder(StreamDecoder):
                 return []
             out = []
             self._role(out)
-            out.append(StreamDelta({}, FINISH.get(stop, "stop"), map_usage(self._usage)))
+            out.append(StreamDelta({}, _finish(stop), map_usage(self._usage)))
             return out
         if etype == "message_stop":
             self.done = True

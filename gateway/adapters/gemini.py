@@ -33,7 +33,7 @@ import orjson
 from gateway.adapters.base import (Adapter, ChatResult, ErrorClass, StreamDecoder, StreamDelta,
                                    UpstreamRequest, VendorError, parse_retry_after, refine_400,
                                    status_class)
-from gateway.adapters.translate import (as_int, bad, dumps, function_tools, header, json_schema_format,
+from gateway.adapters.translate import (args_json, as_int, bad, dumps, function_tools, header, json_schema_format,
                                         max_tokens, new_call_id, opt_int, opt_number, parse_arguments,
                                         parse_image_url, parse_media_url, stop_list, text_of, tool_calls_of,
                                         tool_choice, usage_dict)
@@ -56,6 +56,8 @@ MISCONFIG_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SE
 
 
 def finish_of(reason: Any, has_calls: bool) -> str:
+    if not isinstance(reason, str):
+        return "tool_calls" if has_calls else "stop"
     if reason == "MAX_TOKENS":
         return "length"
     if reason in FILTERED:
@@ -288,7 +290,7 @@ def _candidate(c: dict) -> tuple[dict[str, Any], str]:
 def _call(fc: dict) -> dict[str, Any]:
     cid = fc.get("id")
     return {"id": cid if isinstance(cid, str) and cid else new_call_id(), "type": "function",
-            "function": {"name": str(fc.get("name") or ""), "arguments": orjson.dumps(fc.get("args") or {}).decode()}}
+            "function": {"name": str(fc.get("name") or ""), "arguments": args_json(fc.get("args"))}}
 
 
 # --- request conversion -----------------------------------------------------

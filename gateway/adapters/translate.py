@@ -264,4 +264,14 @@ def usage_dict(prompt: int, completion: int, cached: int = 0, reasoning: int | N
 
 
 def as_int(v: Any) -> int:
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
+    """A token count from a vendor: a sane non-negative int, else 0 (never breaks JSON encoding later)."""
+    return v if isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 53 else 0
+
+
+def args_json(value: Any) -> str:
+    """Tool call arguments as the JSON string OpenAI clients expect, whatever the vendor sent."""
+    try:
+        return orjson.dumps(value if value is not None else {}).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        import json
+        return json.dumps(value, default=str)
