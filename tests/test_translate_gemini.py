@@ -112,6 +112,8 @@ REQUEST_CASES = [
       "top_p": 0.9, "stop": ["END", "STOP"], "presence_penalty": 0.5, "frequency_penalty": -0.5, "seed": 7},
      {"generationConfig": {"maxOutputTokens": 64, "temperature": 1.5, "topP": 0.9, "stopSequences": ["END", "STOP"],
                            "presencePenalty": 0.5, "frequencyPenalty": -0.5, "seed": 7}}),
+    ("64-bit seed folded into Gemini's int32", {"messages": [{"role": "user", "content": "hi"}], "seed": 2 ** 40 + 5},
+     {"generationConfig": {"seed": 5}}),
     ("stop as a string", {"messages": [{"role": "user", "content": "hi"}], "stop": "END"},
      {"generationConfig": {"stopSequences": ["END"]}}),
     ("tools and schema conversion",

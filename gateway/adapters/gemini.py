@@ -119,7 +119,7 @@ class GeminiAdapter(Adapter):
                 gc[dst] = v
         seed = opt_int(body, "seed", minimum=-(2 ** 63))
         if seed is not None:
-            gc["seed"] = seed
+            gc["seed"] = seed % 2 ** 31  # Gemini's seed is an int32; OpenAI's an int64
         stops = stop_list(body)
         if stops:
             gc["stopSequences"] = stops
