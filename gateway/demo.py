@@ -200,8 +200,23 @@ class DemoEngine:
             self.thread.join(10)
 
 
+def _log_to_file(path: Path) -> None:
+    """The TUI owns the terminal: engine logs go to a file instead of corrupting the screen."""
+    import logging
+
+    root = logging.getLogger()
+    for h in list(root.handlers):
+        root.removeHandler(h)
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    use_tui = not args.no_tui and sys.stdout.isatty()
     engine = DemoEngine(rps=args.rps)
+    if use_tui:
+        _log_to_file(engine.workdir / "patchbay-demo.log")
     engine.start()
     gw = engine.gateway
     assert gw is not None
@@ -211,7 +226,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  request log: {engine.workdir / 'patchbay-demo.db'}")
     deadline = time.monotonic() + args.duration if args.duration else None
     try:
-        if args.no_tui or not sys.stdout.isatty():
+        if not use_tui:
             while deadline is None or time.monotonic() < deadline:
                 time.sleep(2)
                 print(engine.summary(), flush=True)
