@@ -119,6 +119,13 @@ async def test_tool_round_trip(mock, session, kind, stream):
               "tools": [TOOL], "tool_choice": "auto"}
     r2 = await call(session, ad, follow, stream=False)
     assert r2.finish_reason == "stop" and r2.message["content"] and "tool_calls" not in r2.message
+    # OpenAI lets a client drop `tools` once it has the results; the history must still be accepted
+    bare = {"messages": follow["messages"]}
+    r3 = await call(session, ad, bare, stream=stream)
+    if stream:
+        assert fold(r3[0])["finish"] == "stop"
+    else:
+        assert r3.finish_reason == "stop" and "tool_calls" not in r3.message
 
 
 async def test_anthropic_prefill_accepted(mock, session):

@@ -121,6 +121,12 @@ class AnthropicAdapter(Adapter):
                 out["tool_choice"] = tc
         else:
             tool_choice(body)  # still validate it
+            used = _history_tool_names(messages)
+            if used:
+                # Anthropic refuses tool_use/tool_result history without tool definitions, which OpenAI
+                # allows; declare the names used and forbid new calls, as the client offered no tools.
+                out["tools"] = [{"name": n, "input_schema": {"type": "object", "properties": {}}} for n in used]
+                out["tool_choice"] = {"type": "none"}
         user = body.get("user")
         if isinstance(user, str) and user:
             out["metadata"] = {"user_id": user[:256]}
@@ -233,6 +239,17 @@ def map_usage(u: Any) -> dict[str, Any] | None:
     cached = as_int(u.get("cache_read_input_tokens"))
     prompt = as_int(u.get("input_tokens")) + cached + as_int(u.get("cache_creation_input_tokens"))
     return usage_dict(prompt, as_int(u.get("output_tokens")), cached)
+
+
+def _history_tool_names(messages: list[dict]) -> list[str]:
+    names: dict[str, None] = {}
+    for m in messages:
+        c = m["content"]
+        if m["role"] == "assistant" and isinstance(c, list):
+            for b in c:
+                if b["type"] == "tool_use":
+                    names[b["name"]] = None
+    return list(names)
 
 
 def _tool(t: dict) -> dict:
