@@ -140,6 +140,11 @@ class Gateway:
             self.session = None
         if self._own_store and self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
+            stats = self.store.stats()
+            if stats.get("rows_not_written"):
+                # the operator's last word on a failing log: how much of it is gone
+                log.error("request log: %d rows could not be written to %s (last error: %s)",
+                          stats["rows_not_written"], self.config.store.path, stats.get("last_error"))
             self.store = None
 
     async def __aenter__(self) -> "Gateway":
