@@ -172,11 +172,7 @@ class Router:
                 return res
             last = res
             if last.cls is ErrorClass.CONTEXT_LENGTH:
-                ctx_floor = t.cfg.context_window or 0
-                if not any((o.cfg.context_window or 0) > ctx_floor and not o.disabled
-                           for o in call.targets):
-                    raise ClientError(400, last.message, "invalid_request_error",
-                                      "context_length_exceeded", "messages")
+                ctx_floor = max(ctx_floor or 0, t.cfg.context_window or 0)
             elif not last.cls.fails_over:
                 code = "content_policy_violation" if last.cls is ErrorClass.CONTENT_POLICY else last.code
                 raise ClientError(last.status if last.status and 400 <= last.status < 500 else 400,
@@ -194,6 +190,9 @@ class Router:
             last = res
         if last is None:
             last = VendorError(ErrorClass.SERVER, "no target is available (all disabled)", 503)
+        if ctx_floor is not None and last.cls is ErrorClass.CONTEXT_LENGTH:
+            # No remaining target has a larger context window: the client must shorten the prompt.
+            raise ClientError(400, last.message, "invalid_request_error", "context_length_exceeded", "messages")
         raise last
 
     async def _on_target(self, call: Call, t: Target,

@@ -355,3 +355,17 @@ async def test_target_id_as_model_skips_the_route(mock, gateway_cfg, start_gatew
     gw = await start_gateway(gateway_cfg, store=recorder)
     resp, headers = await ask(gw, model=SECONDARY)
     assert resp.model == "deepseek-chat" and headers["x-patchbay-target"] == SECONDARY
+
+
+async def test_context_length_after_failover_with_no_larger_target_left(mock, gateway_cfg, start_gateway, recorder):
+    gateway_cfg["routes"][0]["targets"] = [
+        {"vendor": "openai", "model": "gpt-4.1", "context_window": 1000000},
+        {"vendor": "deepseek", "model": "deepseek-chat", "context_window": 64000},
+    ]
+    mock.set_fault("error", model="gpt-4.1", status=503)
+    mock.set_fault("context_length", model="deepseek-chat")
+    gw = await start_gateway(gateway_cfg, store=recorder)
+    with pytest.raises(openai.BadRequestError) as ei:
+        await ask(gw)
+    assert ei.value.code == "context_length_exceeded"
+    assert chain(recorder)[-1] == (SECONDARY, "context_length")
