@@ -107,6 +107,18 @@ REQUEST_CASES = [
                    {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
                    {"role": "tool", "tool_call_id": "c1", "content": "ok"}, {"role": "user", "content": "sum up"}]},
      {"tools": [{"name": "f", "input_schema": {"type": "object", "properties": {}}}], "tool_choice": {"type": "none"}}),
+    ("tool result with an image",
+     {"messages": [{"role": "user", "content": "x"},
+                   {"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "shot", "arguments": "{}"}}]},
+                   {"role": "tool", "tool_call_id": "c1", "content": [
+                       {"type": "text", "text": "screenshot:"},
+                       {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]}],
+      "tools": [{"type": "function", "function": {"name": "shot"}}]},
+     {"messages": [{"role": "user", "content": "x"},
+                   {"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "shot", "input": {}}]},
+                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": [
+                       {"type": "text", "text": "screenshot:"},
+                       {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}}]}]}]}),
     ("sampling, stop and max_completion_tokens",
      {"messages": [{"role": "user", "content": "hi"}], "max_completion_tokens": 50, "max_tokens": 9,
       "temperature": 0.2, "stop": ["END", " "]},

@@ -341,9 +341,13 @@ def convert_messages(messages: Any, prefill: str | None) -> tuple[list[str], lis
             if not isinstance(cid, str) or not cid:
                 bad(f"{where}: a tool message needs 'tool_call_id' (a string)")
             block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(cid)}
-            text = text_of(content, where)
-            if text:
-                block["content"] = text
+            if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url"
+                                                 for p in content):
+                block["content"] = _user_blocks(content, where)  # a tool may return images
+            else:
+                text = text_of(content, where)
+                if text:
+                    block["content"] = text
             add("user", [block])
         elif role == "function":
             bad(f"{where}: legacy 'function' role messages cannot be sent to Anthropic; use tools")
