@@ -70,7 +70,9 @@ class Gateway:
         t = self.config.timeouts
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect, connect=t.connect),
+            # sock_connect bounds new connections only; the router's own timer bounds everything else,
+            # so a pooled request arms no extra aiohttp timer.
+            connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect),
             auto_decompress=True, skip_auto_headers=("User-Agent",))
         self.router = Router(self.runtime, self.session)
         self._apply_overrides()

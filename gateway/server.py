@@ -169,7 +169,8 @@ class DataPlane:
         if stream:
             return await self.router.stream(call, request)
         status, headers, out = await self.router.complete(call)
-        return web.Response(status=status, body=out, headers=headers, content_type="application/json")
+        headers["Content-Type"] = "application/json"
+        return web.Response(status=status, body=out, headers=headers)
 
     async def models(self, request: web.Request) -> web.Response:
         try:
