@@ -285,8 +285,8 @@ class History:
         # an exact request id
         if _ID_RE.match(text):
             out.append((where + ["id = ?"], params + [text], None))
-        # error class / message
-        cols = ", ".join("r." + c for c in LIST_COLUMNS)
+        # error class / message: few matches -> fetch them all and sort
+        rcols = ", ".join("r." + c for c in LIST_COLUMNS)
         if len(text) >= 3:
             n = conn.execute(
                 "SELECT count(*) FROM (SELECT rowid FROM requests_fts WHERE requests_fts MATCH ? LIMIT ?)",
@@ -295,21 +295,33 @@ class History:
             if n == 0:
                 return out
             if n < _SPARSE_MATCHES:
-                sql = (f"SELECT {cols} FROM (SELECT rowid AS rid FROM requests_fts WHERE requests_fts MATCH ?) AS m "
+                sql = (f"SELECT {rcols} FROM (SELECT rowid AS rid FROM requests_fts WHERE requests_fts MATCH ?) AS m "
                        f"CROSS JOIN requests AS r ON r.rowid = m.rid WHERE 1{_qualify(where)} "
                        "ORDER BY r.ts DESC, r.id DESC LIMIT ?")
                 out.append(([], [_fts_phrase(text)] + params, sql))
                 return out
-        # many matches (or too short for trigrams): walk rows with error text newest first
-        like = _like_escape(text)
-        # with no equality filter, walk the partial index of rows with error text;
-        # with one, let the planner pick that filter's index when it is smaller
-        hint = "" if combo else "INDEXED BY requests_err_ts "
-        sql = (f"SELECT {', '.join(LIST_COLUMNS)} FROM requests {hint}"
-               f"WHERE error_message IS NOT NULL{(' AND ' + ' AND '.join(where)) if where else ''} "
-               "AND (error_message LIKE ? ESCAPE '\\' OR error_class LIKE ? ESCAPE '\\') "
-               "ORDER BY ts DESC, id DESC LIMIT ?")
-        out.append(([], params + [like, like], sql))
+        # Otherwise walk an index already in (ts, id) order -- the first equality filter's,
+        # else the partial index of rows with error text -- and keep the matching rows.
+        index = {"route": "requests_route_ts", "final_target": "requests_target_ts",
+                 "outcome": "requests_outcome_ts"}.get(combo[0][0], "") if combo else "requests_err_ts"
+        cols = ", ".join(LIST_COLUMNS)
+        if len(text) >= 3 and combo:
+            # many matches and a filter: walk the filter's index, test membership in the
+            # match set (no table lookup for rows that do not match)
+            cond = " AND ".join(where)
+            sql = (f"SELECT {cols} FROM requests INDEXED BY {index} WHERE {cond} "
+                   "AND rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH ?) "
+                   "ORDER BY ts DESC, id DESC LIMIT ?")
+            out.append(([], params + [_fts_phrase(text)], sql))
+        else:
+            # many matches and no filter (matches are dense among rows with error text, so
+            # the walk stops early), or too short for trigrams: compare the text itself
+            cond = " AND ".join(["error_message IS NOT NULL"] + where)
+            like = _like_escape(text)
+            sql = (f"SELECT {cols} FROM requests INDEXED BY {index} WHERE {cond} "
+                   "AND (error_message LIKE ? ESCAPE '\\' OR error_class LIKE ? ESCAPE '\\') "
+                   "ORDER BY ts DESC, id DESC LIMIT ?")
+            out.append(([], params + [like, like], sql))
         return out
 
     def count_requests(
@@ -413,8 +425,9 @@ class History:
         limit = max(1, min(int(limit), 5000))
         where, params = [], []
         if since is not None:
-            where.append("ts >= ?")
-            params.append(float(since))
+            # rowid lower bound from the ts index, so a kind filter scans only the window
+            where.append("ts >= ? AND rowid >= (SELECT coalesce(min(rowid), 0) FROM events WHERE ts >= ?)")
+            params.extend((float(since), float(since)))
         if kind is not None:
             where.append("kind = ?")
             params.append(kind)

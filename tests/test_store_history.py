@@ -259,3 +259,30 @@ def test_reads_from_many_threads_while_writing(tmp_path: Path) -> None:
     assert store.close()
     assert h.count_requests() == 6000
     h.close()
+
+
+@pytest.mark.parametrize("threshold", [1, 10**9], ids=["always-walk-index", "always-fetch-and-sort"])
+@pytest.mark.parametrize("q,filters", [
+    ("503", {}), ("refused", {"route": "chat"}), ("error", {"outcome": "cut"}),
+    ("cut after", {"target": ["openai/gpt-4.1", "gemini/gemini-2.0-flash"]}),
+    ("SERVER", {"since": 1_700_000_000.0 + 500, "until": 1_700_000_000.0 + 3000}),
+    ("ut", {"route": "embed"}),
+])
+def test_both_search_strategies_agree(big, monkeypatch, threshold, q, filters) -> None:
+    import store.history as sh
+    monkeypatch.setattr(sh, "_SPARSE_MATCHES", threshold)
+    path, rows = big
+
+    def pred(r: RequestRow) -> bool:
+        for key, col in (("route", "route"), ("target", "final_target"), ("outcome", "outcome")):
+            want = filters.get(key)
+            if want is not None and getattr(r, col) not in ([want] if isinstance(want, str) else want):
+                return False
+        if "since" in filters and not filters["since"] <= r.ts < filters["until"]:
+            return False
+        n = q.lower()
+        return (n in (r.error_message or "").lower() or n in (r.error_class or "").lower()
+                or n in r.route.lower() or n in (r.final_target or "").lower())
+
+    with History(path) as h:
+        assert page_all(h, 60, q=q, **filters) == expected(rows, pred)
