@@ -114,6 +114,7 @@ class Admin:
         self._history: Any = None
         self._closing = asyncio.Event()
         self._sse_clients = 0
+        self._state_cache: tuple[float, dict[str, Any]] | None = None
 
     # ------------------------------------------------------------ plumbing
 
@@ -211,7 +212,16 @@ class Admin:
 
     # ------------------------------------------------------------ state
 
-    def state(self) -> dict[str, Any]:
+    def state(self, max_age: float = 0.0) -> dict[str, Any]:
+        """The /admin/state body; SSE streams share one computed copy per tick (max_age)."""
+        cached = self._state_cache
+        if max_age > 0 and cached is not None and time.monotonic() - cached[0] <= max_age:
+            return cached[1]
+        st = self._compute_state()
+        self._state_cache = (time.monotonic(), st)
+        return st
+
+    def _compute_state(self) -> dict[str, Any]:
         st = self.rt.state_snapshot()
         stats = self.rt.store.stats()
         cfg = self.rt.config
@@ -269,7 +279,7 @@ class Admin:
                         getter.cancel()
                     now = time.monotonic()
                     if now >= next_state:
-                        out.append(self._sse("state", self.state()))
+                        out.append(self._sse("state", self.state(max_age=STATE_INTERVAL_S / 2)))
                         next_state = now + STATE_INTERVAL_S
                     if not out and now - last_sent >= HEARTBEAT_S:
                         out.append(b": keep-alive\n\n")
