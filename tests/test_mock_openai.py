@@ -294,7 +294,7 @@ async def test_cut_mid_stream(mock):
     got = []
     async with aclient(mock) as c:
         stream = await c.chat.completions.create(model="gpt-4.1", messages=MSGS, stream=True)
-        with pytest.raises((httpx.RemoteProtocolError, openai.APIError)):
+        with pytest.raises(openai.APIConnectionError):
             async for ch in stream:
                 if ch.choices and ch.choices[0].delta.content:
                     got.append(ch.choices[0].delta.content)
@@ -313,7 +313,7 @@ async def test_stall_mid_stream(mock):
     got = []
     async with aclient(mock, timeout=httpx.Timeout(5, read=0.4)) as c:
         stream = await c.chat.completions.create(model="gpt-4.1", messages=MSGS, stream=True)
-        with pytest.raises((httpx.ReadTimeout, openai.APITimeoutError)):
+        with pytest.raises(openai.APITimeoutError):
             async for ch in stream:
                 if ch.choices and ch.choices[0].delta.content:
                     got.append(ch.choices[0].delta.content)
