@@ -54,7 +54,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         return history_remote(args)
     cfg = _load(args.config)
     from store.cli import history_main
-    return history_main(cfg.store.path, args.limit, args.route, args.target, args.outcome)
+    return history_main(cfg.store.path, args.limit, args.route, args.target, args.outcome, args.q)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -118,7 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, default=20)
     sp.add_argument("--route")
     sp.add_argument("--target")
-    sp.add_argument("--outcome")
+    sp.add_argument("--outcome", help="ok | fallback | error | client_error | cut | client_gone")
+    sp.add_argument("--search", "-q", dest="q", help="free text over route, target and error, or a request id")
     sp.set_defaults(func=cmd_history)
 
     sp = sub.add_parser("status", help="routes and target health of a running gateway")
