@@ -27,7 +27,7 @@ import orjson
 from aiohttp import web
 
 from gateway import overrides
-from gateway.drills import DrillError, DrillManager
+from gateway.drills import DrillError, DrillManager, stored_json
 from gateway.runtime import OperatorError, Runtime, Target
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -359,7 +359,16 @@ class Admin:
         return json_ok(d.to_json(), status=201)
 
     async def get_drills(self, request: web.Request) -> web.Response:
-        return json_ok({"drills": self.drills.list_json(recent=100)})
+        """Running and recent drills: this process's, then older ones from SQLite (newest first)."""
+        live = self.drills.list_json(recent=100)
+        seen = {d["id"] for d in live}
+        try:
+            stored = await self.in_thread(self.history().list_drills, 100)
+        except Exception as e:  # the log being unreadable must not hide the live drills
+            log.warning("cannot read past drills: %s", e)
+            stored = []
+        older = [stored_json(r) for r in stored if r["id"] not in seen]
+        return json_ok({"drills": live + older})
 
     async def get_drill(self, request: web.Request) -> web.Response:
         d = self.drills.get(self._name(request.match_info["id"]))
@@ -368,7 +377,7 @@ class Admin:
         row = await self.in_thread(self.history().get_drill, self._name(request.match_info["id"]))
         if row is None:
             raise AdminHTTPError(404, f"No drill {request.match_info['id']!r}.", "not_found")
-        return json_ok(row)
+        return json_ok(stored_json(row))
 
     async def delete_drill(self, request: web.Request) -> web.Response:
         d = await self.drills.cancel(self._name(request.match_info["id"]), self.who(request))

@@ -97,6 +97,19 @@ class Drill:
                         started=self.started, ended=self.ended, state=self.state, report=self.report)
 
 
+def stored_json(row: dict[str, Any], running_here: bool = False) -> dict[str, Any]:
+    """A drill row from SQLite in the API's shape. A row still "running" that no manager runs was
+    cut short by a restart: it is shown as "interrupted"."""
+    params = row.get("params") or {}
+    state = row.get("state") or "done"
+    if state == "running" and not running_here:
+        state = "interrupted"
+    return {"id": row["id"], "target": row.get("target"), "fault": row.get("fault"), "state": state,
+            "duration": params.get("duration"), "traffic": params.get("traffic"), "by": params.get("by"),
+            "routes": params.get("routes"), "started": row.get("started"), "ended": row.get("ended"),
+            "report": row.get("report")}
+
+
 def _p50(values: list[float]) -> float | None:
     if not values:
         return None
@@ -161,6 +174,8 @@ class DrillManager:
         t.fault = fault
         self.drills[did] = d
         self.rt.store.put(d.row())
+        self.rt.emit("operator", target=tid, action="drill_start", who=by, drill_id=did, fault=fault.spec,
+                     duration=d.duration, traffic=d.traffic)
         self.rt.emit("drill", target=tid, drill_id=did, state="running", fault=fault.spec, duration=d.duration,
                      traffic=d.traffic, who=by)
         log.info("drill %s started by %s: %s on %s for %gs, traffic %g rps", did, by, fault.spec, tid,

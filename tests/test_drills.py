@@ -156,3 +156,18 @@ async def test_bad_drill_requests_are_clear_400_404_409(gw, admin):
     assert (await admin.delete("/admin/drills/drill_nope")).status_code == 404
     listed = (await admin.get("/admin/drills")).json()["drills"]
     assert [d["id"] for d in listed] == [r.json()["id"]]
+
+
+async def test_drills_outlive_a_restart_in_the_log(start_gateway, gateway_cfg):
+    gw1 = await start_gateway(gateway_cfg, env=ENV)
+    async with httpx.AsyncClient(base_url=gw1.admin_url, headers=AUTH) as admin:
+        did = (await admin.post("/admin/drills", json={"target": "deepseek/deepseek-chat", "fault": "latency:50",
+                                                       "duration": 60})).json()["id"]
+    await gw1.stop()        # stopping the gateway ends the drill and lifts its fault
+    gw2 = await start_gateway(gateway_cfg, env=ENV)
+    assert gw2.runtime.targets["deepseek/deepseek-chat"].fault is None
+    async with httpx.AsyncClient(base_url=gw2.admin_url, headers=AUTH) as admin:
+        listed = (await admin.get("/admin/drills")).json()["drills"]
+        assert [(d["id"], d["state"], d["fault"], d["duration"]) for d in listed] == [(did, "cancelled", "latency:50", 60)]
+        d = (await admin.get(f"/admin/drills/{did}")).json()
+        assert d["state"] == "cancelled" and d["report"]["target"] == "deepseek/deepseek-chat"
