@@ -69,6 +69,7 @@ class Health:
     last_error_at: float | None = None
     last_ok_at: float | None = None
     last_real_ok_at: float | None = None     # last success of a real request (not a probe)
+    last_real_at: float | None = None        # last real request, whatever its outcome
     last_class: str | None = None
     consecutive_failures: int = 0
     misconfigured: bool = False
@@ -127,6 +128,7 @@ class Health:
                 b.bad += 1
             self._recent_bad.append(is_bad)
         if not probe:
+            self.last_real_at = now
             b.real += 1
             b.cost += cost
             self._cost += cost

@@ -12,8 +12,12 @@ Probes use the gateway's own aiohttp session, the same `connect` /
 (`Router._fault_gate`), so a drill's injected fault fails probes exactly as
 it fails requests. Each target has one probe loop, so there is never more
 than one probe in flight per target. Disabled targets are not probed. A
-target whose real traffic succeeded within the last interval is not probed
-either (its health is already known; that is the cost control). When a
+target that served real traffic within the last interval is not probed
+either (its health is already known from that traffic; that is the cost
+control). A vendor without a models list (404/405/501 on it, as some
+OpenAI-compatible relays) makes `models` probes inconclusive rather than
+failures: it is logged once and the target's health then comes from real
+traffic and breaker trials (set `prober.mode = "completion"` for such vendors). When a
 breaker is open the loop wakes when its cooldown ends, so a probe can be the
 half-open trial and bring a recovered target back without waiting for a
 client to risk it.
@@ -43,6 +47,10 @@ JITTER = 0.1          # each wait is interval * uniform(1 - JITTER, 1): never la
 PROBE_BODY_LIMIT = 1024 * 1024
 
 
+class _Inconclusive(Exception):
+    """The probe could not say anything about the target (no models list to call)."""
+
+
 class Prober:
     def __init__(self, runtime: Runtime, session: aiohttp.ClientSession, *, interval: float | None = None,
                  mode: str | None = None):
@@ -56,6 +64,7 @@ class Prober:
         self._tasks: dict[str, asyncio.Task] = {}
         self._busy: set[str] = set()
         self._last_ok: dict[str, bool] = {}
+        self._warned: set[str] = set()
         self.sent: dict[str, int] = {}           # probes sent per target (for status and tests)
         self.skipped_busy: dict[str, int] = {}   # skipped because real traffic had just succeeded
 
@@ -109,8 +118,9 @@ class Prober:
         if t.disabled:
             return  # paused while an operator has it disabled
         if scheduled and t.breaker.state == "closed":
-            last_real = t.health.last_real_ok_at
+            last_real = t.health.last_real_at
             if last_real is not None and time.time() - last_real < self.interval:
+                # Real traffic already tells us (and feeds the breaker): a probe would only cost.
                 self.skipped_busy[t.id] = self.skipped_busy.get(t.id, 0) + 1
                 return
         try:
@@ -139,6 +149,15 @@ class Prober:
                 await self._attempt(t)
             except VendorError as e:
                 err = e
+            except _Inconclusive as e:
+                if trial:
+                    b.release()
+                t.health.last_probe = {"ts": time.time(), "ok": None, "latency_ms": None, "error": str(e),
+                                       "mode": self.mode}
+                if t.id not in self._warned:
+                    self._warned.add(t.id)
+                    log.warning("probe of %s: %s", t.id, e)
+                return None
             except asyncio.CancelledError:
                 if trial:
                     b.release()
@@ -163,6 +182,10 @@ class Prober:
                 from None
         except _NET_ERRORS as e:
             raise _net_error(e, True) from None
+        if resp.status in (404, 405, 501) and self.mode == "models":
+            resp.release()
+            raise _Inconclusive(f"{req.url} answered HTTP {resp.status}: this vendor has no models list to probe; "
+                                "set prober.mode = \"completion\" to probe it")
         if resp.status != 200:
             raise await self._router._error_from(t, resp)
         try:

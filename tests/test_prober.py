@@ -147,3 +147,14 @@ async def test_probes_see_drill_faults_exactly_like_requests(mock, gateway_cfg, 
     t.fault = None
     assert await wait_for(lambda: t.breaker.state == "closed", 3)
     assert mock.stats["paths"].get("GET /anthropic/v1/models", 0) >= 1
+
+
+async def test_a_vendor_without_a_models_list_is_not_marked_down(mock, gateway_cfg, start_gateway, caplog):
+    mock.set_fault("error:404", dialect="deepseek", scope="models")   # chat still works
+    gw = await start_gateway(four_vendor_route(gateway_cfg, 0.1), with_prober=True)
+    t = gw.runtime.targets["deepseek/deepseek-chat"]
+    assert await wait_for(lambda: mock.stats["paths"].get("GET /deepseek/v1/models", 0) >= 4, 5)
+    assert t.health.last_probe["ok"] is None and "prober.mode" in t.health.last_probe["error"]
+    assert t.breaker.state == "closed" and gw.runtime.target_state(t) == "healthy"
+    warnings = [r for r in caplog.records if "deepseek/deepseek-chat" in r.getMessage() and r.levelname == "WARNING"]
+    assert len(warnings) == 1      # said once, not every interval
