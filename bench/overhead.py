@@ -15,114 +15,17 @@ stopped by PID at the end, also on Ctrl-C.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import os
-import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-BODY = json.dumps({"model": "MODEL", "messages": [{"role": "user", "content": "Say hello in five words."}]})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float = 15.0) -> None:
-    import httpx
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        try:
-            httpx.get(url, timeout=0.5)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit(f"bench: {url} did not come up within {timeout}s")
-
-
-# ----------------------------------------------------------------- load generators
-
-WRK_LUA = """
-wrk.method = "POST"
-wrk.body = [[{body}]]
-wrk.headers["Content-Type"] = "application/json"
-"""
-
-
-def run_wrk(url: str, body: str, conns: int, seconds: float) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(WRK_LUA.format(body=body))
-        script = fh.name
-    try:
-        out = subprocess.run(["wrk", "-t", "1", "-c", str(conns), "-d", f"{max(1, round(seconds))}s", "--latency", "-s", script, url],
-                             capture_output=True, text=True, timeout=seconds + 30).stdout
-    finally:
-        os.unlink(script)
-    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if m is None:
-        raise SystemExit(f"bench: wrk gave no figures for {url}:\n{out}")
-    rps = float(m.group(1))
-    def pct(p: str) -> float:
-        m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
-        val, unit = float(m.group(1)), m.group(2)
-        return val / 1000 if unit == "us" else val * 1000 if unit == "s" else val
-    errors = 0
-    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if m:
-        errors += int(m.group(1))
-    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    if m:
-        errors += sum(int(x) for x in m.groups())
-    return {"rps": rps, "p50": pct("50"), "p99": pct("99"), "errors": errors}
-
-
-PY_LOADGEN = textwrap.dedent("""
-    import asyncio, json, sys, time
-    try:
-        import uvloop; uvloop.install()
-    except ImportError:
-        pass
-    import aiohttp
-    url, body, conns, seconds = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3]), float(sys.argv[4])
-    async def main():
-        lat, errors = [], 0
-        stop = time.perf_counter() + seconds
-        conn = aiohttp.TCPConnector(limit=conns)
-        async with aiohttp.ClientSession(connector=conn) as s:
-            async def worker():
-                nonlocal errors
-                while time.perf_counter() < stop:
-                    t = time.perf_counter()
-                    async with s.post(url, data=body, headers={"content-type": "application/json"}) as r:
-                        await r.read()
-                        if r.status != 200:
-                            errors += 1
-                    lat.append((time.perf_counter() - t) * 1000)
-            t0 = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(conns)))
-            wall = time.perf_counter() - t0
-        lat.sort()
-        print(json.dumps({"rps": len(lat) / wall, "p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99)],
-                          "errors": errors}))
-    asyncio.run(main())
-""")
-
-
-def run_py(url: str, body: str, conns: int, seconds: float) -> dict:
-    out = subprocess.run([sys.executable, "-c", PY_LOADGEN, url, body, str(conns), str(seconds)],
-                         capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-    return json.loads(out)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import BODY, ROOT, free_port, run_py, run_wrk, wait_http  # noqa: E402  (shared bench helpers)
 
 
 # ----------------------------------------------------------------------- setup
