@@ -225,7 +225,7 @@ def _at_least_one(v: int) -> str | None:
 
 def _hostport(v: str) -> str | None:
     host, sep, port = v.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not port.isascii() or not port.isdigit() or not 0 <= int(port) <= 65535:
         return f"must be HOST:PORT, got {v!r}"
     return None
 
@@ -258,6 +258,10 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> C
         raise ConfigError(path, [("", "is a directory, not a config file")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(path, [("", f"not valid TOML: {exc}")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, [("", f"not UTF-8 text (TOML must be UTF-8): {exc}")]) from None
+    except OSError as exc:
+        raise ConfigError(path, [("", f"cannot read: {exc.strerror or exc}")]) from None
     return parse_config(raw, path, env)
 
 
@@ -411,6 +415,15 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
             continue
         pv = c.section(praw, pkey, {"input": (_NUM, 0.0, _non_negative), "output": (_NUM, 0.0, _non_negative)})
         prices[tid] = Price(input=float(pv["input"]), output=float(pv["output"]))
+
+    first_def: dict[str, tuple[str, TargetConfig]] = {}
+    for rname, route in routes.items():
+        for tc in route.targets:
+            prev = first_def.setdefault(tc.id, (rname, tc))
+            if prev[1] != tc:
+                c.add(f"routes[{list(routes).index(rname)}].targets",
+                      f"target {tc.id!r} is defined differently in routes {prev[0]!r} and {rname!r} "
+                      "(prefill / context_window must match: a target is one upstream with one health)")
 
     route_names = set(routes)
     all_ids = {t.id for r in routes.values() for t in r.targets}

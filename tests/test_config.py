@@ -134,3 +134,14 @@ def test_check_config_command(tmp_path):
                          capture_output=True, text=True, env=env)
     assert res.returncode == 2
     assert f"{bad}: server.listen: must be a string, got integer" in res.stderr
+
+
+def test_same_target_defined_differently_in_two_routes(tmp_path):
+    text = GOOD + '''
+[[routes]]
+name = "other"
+targets = [{ vendor = "anthropic", model = "claude-sonnet-4-20250514" }]
+'''
+    found = problems(tmp_path, text)
+    assert any(k == "routes[1].targets" and "defined differently in routes 'chat' and 'other'" in r
+               for k, r in found), found
