@@ -452,3 +452,28 @@ async def test_forced_token_count_per_fault(mock):
     async with aclient(mock) as c:
         r = await c.chat.completions.create(model="gpt-4.1", messages=MSGS)
     assert r.usage.completion_tokens == 40 and len(r.choices[0].message.content.split()) == 40
+
+
+async def test_bodies_match_openai_published_schemas(mock):
+    """OpenAI's own OpenAPI schemas accept every body (DeepSeek is left out: like the real one,
+    it omits fields OpenAI requires, such as message.refusal)."""
+    from tests.spec import assert_valid
+
+    dialect, model = "openai", "gpt-4.1"
+
+    url = mock.base_url(dialect) + "/chat/completions"
+    async with httpx.AsyncClient() as h:
+        for extra in ({}, {"tools": [WEATHER_TOOL]}, {"max_tokens": 2}):
+            body = {"model": model, "messages": MSGS, **extra}
+            r = await h.post(url, json=body)
+            assert_valid("CreateChatCompletionResponse", r.json())
+            r = await h.post(url, json={**body, "stream": True, "stream_options": {"include_usage": True}})
+            events = sse_events(r.text)
+            assert events[-1] == "[DONE]"
+            for e in events[:-1]:
+                assert_valid("CreateChatCompletionStreamResponse", json.loads(e))
+        for fault in ("error:429", "error:503", "context_length", "auth", "billing"):
+            mock.set_fault(fault, model=model)
+            r = await h.post(url, json={"model": model, "messages": MSGS})
+            assert r.status_code >= 400
+            assert_valid("ErrorResponse", r.json())

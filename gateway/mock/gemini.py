@@ -8,7 +8,7 @@ from typing import Any, Mapping
 import orjson
 
 from gateway.mock.content import build_reply, example_args, words
-from gateway.mock.dialect import (FRAME, TERMINAL, UNIT, BadRequest, Call, Dialect, ErrorReply)
+from gateway.mock.dialect import TERMINAL, UNIT, BadRequest, Call, Dialect, ErrorReply
 
 FINISH = {"stop": "STOP", "stop_sequence": "STOP", "length": "MAX_TOKENS", "tool": "STOP", "refusal": "SAFETY"}
 
@@ -94,7 +94,7 @@ class GeminiDialect(Dialect):
                 raise BadRequest(f"* GenerateContentRequest.contents[{i}].parts: contents.parts must not be empty.")
             role = c.get("role", "user")
             if role not in ("user", "model", "function"):
-                raise BadRequest(f"Please use a valid role: user, model.")
+                raise BadRequest("Please use a valid role: user, model.")
             text = _text(c["parts"])
             prompt += words(text)
             after_tool_result = any(isinstance(p, dict) and "functionResponse" in p for p in c["parts"])

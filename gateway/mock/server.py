@@ -23,8 +23,10 @@ from typing import Any, Awaitable, Callable, Iterable
 import orjson
 from aiohttp import web
 
-from gateway.mock.dialect import FRAME, TERMINAL, UNIT, BadRequest, Call, Dialect, ErrorReply
+from gateway.mock.dialect import TERMINAL, UNIT, BadRequest, Call, Dialect, ErrorReply
 from gateway.mock.faults import DIALECTS, Fault, FaultError, FaultTable, Stats, parse_fault
+from gateway.mock.anthropic import AnthropicDialect
+from gateway.mock.gemini import GeminiDialect
 from gateway.mock.openai import DeepSeekDialect, OpenAIDialect
 
 DEFAULT_MODELS: dict[str, list[str]] = {
@@ -96,20 +98,8 @@ class MockApp:
 
     def __init__(self, state: MockState) -> None:
         self.state = state
-        self.dialects: dict[str, Dialect] = {"openai": OpenAIDialect(), "deepseek": DeepSeekDialect()}
-        self._load_optional_dialects()
-
-    def _load_optional_dialects(self) -> None:
-        try:
-            from gateway.mock.anthropic import AnthropicDialect
-            self.dialects["anthropic"] = AnthropicDialect()
-        except ImportError:
-            pass
-        try:
-            from gateway.mock.gemini import GeminiDialect
-            self.dialects["gemini"] = GeminiDialect()
-        except ImportError:
-            pass
+        self.dialects: dict[str, Dialect] = {"openai": OpenAIDialect(), "deepseek": DeepSeekDialect(),
+                                             "anthropic": AnthropicDialect(), "gemini": GeminiDialect()}
 
     # --- app ---------------------------------------------------------------------------------
 
@@ -122,16 +112,14 @@ class MockApp:
             r.add_post(f"{base}/chat/completions", self._chat_handler(d))
             r.add_get(f"{base}/models", self._models_handler(d))
             r.add_get(f"{base}/models/{{model}}", self._model_handler(d))
-        if "anthropic" in self.dialects:
-            d = self.dialects["anthropic"]
-            r.add_post("/anthropic/v1/messages", self._chat_handler(d))
-            r.add_get("/anthropic/v1/models", self._models_handler(d))
-            r.add_get("/anthropic/v1/models/{model}", self._model_handler(d))
-        if "gemini" in self.dialects:
-            d = self.dialects["gemini"]
-            r.add_post("/gemini/{version}/models/{call}", self._gemini_handler(d))
-            r.add_get("/gemini/{version}/models", self._models_handler(d))
-            r.add_get("/gemini/{version}/models/{model}", self._model_handler(d))
+        d = self.dialects["anthropic"]
+        r.add_post("/anthropic/v1/messages", self._chat_handler(d))
+        r.add_get("/anthropic/v1/models", self._models_handler(d))
+        r.add_get("/anthropic/v1/models/{model}", self._model_handler(d))
+        d = self.dialects["gemini"]
+        r.add_post("/gemini/{version}/models/{call}", self._gemini_handler(d))
+        r.add_get("/gemini/{version}/models", self._models_handler(d))
+        r.add_get("/gemini/{version}/models/{model}", self._model_handler(d))
         r.add_post("/_mock/faults", self.post_faults)
         r.add_get("/_mock/faults", self.get_faults)
         r.add_delete("/_mock/faults", self.delete_faults)
@@ -471,6 +459,9 @@ class MockServer:
         self.state.stats.reset()
 
     async def stop(self) -> None:
+        """Stop listening; hanging and stalled requests are let go at once. Safe to call twice."""
+        if self.state.stopping:
+            return
         self.state.stopping = True
         await self._runner.cleanup()
 
@@ -623,8 +614,7 @@ def run(host: str = "127.0.0.1", port: int = 8800, *, keys: Iterable[str] | None
         if print_fn is not None:
             print_fn(f"patchbay mock listening on {server.url}")
             for d in BASE_PATHS:
-                if d in ("openai", "deepseek") or d in server.state.models:
-                    print_fn(f"  {d:<9} base_url = {server.base_url(d)}")
+                print_fn(f"  {d:<9} base_url = {server.base_url(d)}")
             print_fn(f"  control   {server.url}/_mock/faults  {server.url}/_mock/stats")
         try:
             await stop.wait()
