@@ -68,7 +68,8 @@ class PatchbayApp(App[int]):
     def __init__(self, admin_url: str = DEFAULT_ADMIN_URL, token: str | None = None,
                  readonly: bool = False, refresh: float = 1.0, *,
                  clock: Callable[[], float] = time.time,
-                 live: bool = True) -> None:
+                 live: bool = True, cursor_blink: bool = True,
+                 transport: Any = None) -> None:
         super().__init__()
         self.admin_url = admin_url.rstrip("/")
         self.token = token
@@ -76,7 +77,9 @@ class PatchbayApp(App[int]):
         self.refresh_interval = max(0.1, float(refresh))
         self.clock = clock
         self.live = live
-        self.client = AdminClient(self.admin_url, token)
+        self.cursor_blink = cursor_blink
+        self.client = AdminClient(self.admin_url, token, operator=_operator_name(),
+                                  transport=transport)
         self.state = GatewayState()
         self.connected: bool | None = None
         self.paused = False
@@ -225,6 +228,13 @@ class PatchbayApp(App[int]):
 
     def on_screen_resume(self) -> None:
         self._sync_topbar()
+
+    def tune_inputs(self, root: Any) -> None:
+        """Apply app-wide input settings (cursor blink off for snapshots and slow links)."""
+        from textual.widgets import Input
+        if not self.cursor_blink:
+            for inp in root.query(Input):
+                inp.cursor_blink = False
 
     # -- readonly gate -----------------------------------------------------------
 
@@ -481,6 +491,15 @@ class PatchbayApp(App[int]):
         panel = dash.query_one(RoutePanel)
         panel.select_route(name)
         panel.focus()
+
+
+def _operator_name() -> str | None:
+    """Who is at the keyboard, for the gateway's operator events (never a secret)."""
+    try:
+        import getpass
+        return f"{getpass.getuser()} via tui"
+    except Exception:
+        return "tui"
 
 
 def _why(exc: Exception) -> str:

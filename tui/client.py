@@ -97,9 +97,12 @@ class AdminClient:
     """
 
     def __init__(self, base_url: str, token: str | None, *, timeout: float = 5.0,
+                 operator: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None):
         self.base_url = base_url.rstrip("/")
         headers = {"Accept": "application/json", "User-Agent": "patchbay-tui"}
+        if operator:  # recorded by the gateway in operator events ("who")
+            headers["X-Patchbay-Operator"] = operator
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self._timeout = timeout

@@ -134,6 +134,9 @@ class DrillForm(ModalScreen[dict | None]):
                 yield Button("Cancel (esc)", id="df-cancel", compact=True)
 
     def on_mount(self) -> None:
+        tune = getattr(self.app, "tune_inputs", None)
+        if tune is not None:
+            tune(self)
         if not self._targets:
             self.query_one("#df-error", Static).update(
                 Text("No targets known yet: is the gateway connected?", style="red"))
@@ -199,9 +202,20 @@ class DrillForm(ModalScreen[dict | None]):
 
 class DrillsLoaded(Message):
     def __init__(self, drills: list[dict[str, Any]] | None, detail: dict[str, Any] | None,
-                 problem: str = "") -> None:
+                 problem: str = "", live: dict[str, int] | None = None) -> None:
         super().__init__()
-        self.drills, self.detail, self.problem = drills, detail, problem
+        self.drills, self.detail, self.problem, self.live = drills, detail, problem, live
+
+
+def live_counts(target: str, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Requests marked with the drill so far: how many, rerouted, seen as errors by clients."""
+    return {
+        "requests": len(rows),
+        "rerouted": sum(1 for r in rows if r.get("final_target") not in (None, target)
+                        and r.get("outcome") in ("ok", "fallback")),
+        "client errors": sum(1 for r in rows if r.get("outcome") in ("error", "cut")),
+        "failed attempts": sum(max(0, int(r.get("attempts") or 0) - 1) for r in rows),
+    }
 
 
 class DrillTable(DataTable):
@@ -229,6 +243,8 @@ class DrillScreen(Screen):
         self.detail: dict[str, Any] | None = None
         self._problem = ""
         self._keys: list[str] = []
+        self.live: dict[str, int] | None = None
+        self._fetched_at = 0.0
 
     @property
     def papp(self) -> PatchbayApp:
@@ -282,12 +298,16 @@ class DrillScreen(Screen):
             drills = await client.list_drills()
             sel = self._selected_id() or (str(drills[0].get("id")) if drills else None)
             detail = await client.get_drill(sel) if sel else None
+            live = None
+            if detail and detail.get("state") == "running":
+                page = await client.requests({"drill_id": str(detail.get("id"))}, limit=1000)
+                live = live_counts(str(detail.get("target")), page.get("requests") or [])
         except AdminError as exc:
             self.post_message(DrillsLoaded(None, None, f"gateway refused: {exc.message}"))
         except AdminUnreachable as exc:
             self.post_message(DrillsLoaded(None, None, f"cannot reach the gateway: {exc}"))
         else:
-            self.post_message(DrillsLoaded(drills, detail))
+            self.post_message(DrillsLoaded(drills, detail, live=live))
 
     @on(DrillsLoaded)
     def _loaded(self, msg: DrillsLoaded) -> None:
@@ -314,6 +334,8 @@ class DrillScreen(Screen):
                 table.update_cell(str(d.get("id")), "state", self._state_cell(d))
         if msg.detail is not None:
             self.detail = msg.detail
+            self._fetched_at = self.papp.clock()
+        self.live = msg.live
         self._render_detail()
 
     def _cells(self, d: dict[str, Any]) -> list[Any]:
@@ -372,18 +394,25 @@ class DrillScreen(Screen):
         t.append("\n\n")
         if state == "running":
             if started is not None and dur is not None:
-                left = started + dur - now
+                if isinstance(d.get("remaining_s"), (int, float)):  # gateway's clock, not ours
+                    left = float(d["remaining_s"]) - (now - self._fetched_at)
+                else:
+                    left = started + dur - now
                 t.append("  ⏱ ", style="bold magenta")
                 t.append(f"{fmt.duration(max(0.0, left))} left" if left > 0
                          else "ending…", style="bold magenta")
-                done = 0 if dur <= 0 else min(1.0, max(0.0, (now - started) / dur))
+                done = 0 if dur <= 0 else min(1.0, max(0.0, 1 - left / dur))
                 bar = 30
                 t.append("  [" + "█" * int(done * bar) + "·" * (bar - int(done * bar)) + "]\n")
-            live = d.get("live") or d.get("stats") or d.get("report") or {}
-            if isinstance(live, dict) and live:
-                for label, value in report_lines(live):
-                    t.append(f"  {label:>22}  ", style="dim")
-                    t.append(value + "\n", style="bold")
+            for label, value in (self.live or {}).items():
+                t.append(f"  {label:>22}  ", style="dim")
+                style = "bold red" if label == "client errors" and value else "bold"
+                t.append(f"{value}\n", style=style)
+            syn = d.get("synthetic")
+            if isinstance(syn, dict) and syn.get("sent"):
+                t.append(f"  {'synthetic traffic':>22}  ", style="dim")
+                t.append(f"{syn.get('sent', 0)} sent, {syn.get('ok', 0)} ok, "
+                         f"{syn.get('failed', 0)} failed\n")
             target = self.papp.state.target(str(d.get("target")))
             if target is not None:
                 sym, style = fmt.state_style(target.state)

@@ -148,6 +148,7 @@ class HistoryScreen(Screen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
+        self.papp.tune_inputs(self)
         self._columns(force=True)
         self.load(None, push=False)
 

@@ -45,6 +45,9 @@ class ConfirmModal(ModalScreen[bool]):
                 yield Button("No (n/esc)", id="confirm-no", compact=True)
 
     def on_mount(self) -> None:
+        tune = getattr(self.app, "tune_inputs", None)
+        if tune is not None:
+            tune(self)
         self.query_one("#confirm-no", Button).focus()
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:

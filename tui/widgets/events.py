@@ -23,28 +23,42 @@ def describe(kind: str, ev: dict[str, Any]) -> str:
     if kind == "failover":
         src = d.get("from") or target
         dst = d.get("to") or d.get("next") or "?"
-        why = d.get("reason") or d.get("error") or d.get("error_class") or ""
+        why = fmt.clip(d.get("reason") or d.get("error") or d.get("error_class") or "", 60)
         return f"{src} → {dst}" + (f" ({why})" if why else "")
     if kind == "breaker":
         old, new = d.get("from") or d.get("old"), d.get("to") or d.get("new") or d.get("state")
         return f"{target} breaker " + (f"{old} → {new}" if old else f"{new}")
     if kind == "operator":
-        action = d.get("action") or "change"
+        action = str(d.get("action") or "change").replace("_", " ")
         who = d.get("who") or d.get("by")
         subject = target or d.get("vendor") or d.get("route") or ev.get("route") or ""
         text = f"{action} {subject}".strip()
         if d.get("order"):
             text += " → " + ", ".join(map(str, d["order"]))
         if d.get("reason"):
-            text += f" ({d['reason']})"
+            text += f" ({fmt.clip(d['reason'], 60)})"
         if who:
             text += f" by {who}"
         return text
     if kind == "drill":
         what = d.get("state") or d.get("phase") or d.get("action") or ""
         fault = d.get("fault") or ""
-        return " ".join(str(x) for x in (what, target, fault) if x)
+        text = " ".join(str(x) for x in (what, target, fault) if x)
+        rep = d.get("report")
+        if isinstance(rep, dict):
+            if rep.get("requests_rerouted") is not None:
+                text += f", {rep['requests_rerouted']} rerouted"
+            if rep.get("client_visible_errors") is not None:
+                text += f", {rep['client_visible_errors']} client errors"
+        return text
     if kind == "probe":
+        if "ok" in d:
+            verdict = "probe ok" if d["ok"] else "probe failed"
+            if d.get("state"):
+                verdict += f", now {d['state']}"
+            if not d["ok"] and d.get("error"):
+                verdict += f" ({fmt.clip(d['error'], 50)})"
+            return f"{target} {verdict}"
         return f"{target} {d.get('outcome') or d.get('result') or ''}".strip()
     parts = [target] if target else []
     parts += [f"{k}={v}" for k, v in list(d.items())[:4]]
