@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import time
 
 import httpx
@@ -68,8 +69,18 @@ async def test_every_endpoint_refuses_missing_or_wrong_token(gw, caplog):
         r = await c.get("/admin/state", headers=AUTH)
         assert r.status_code == 200
         assert TOKEN not in r.text
+        # operator actions with the right token are recorded (who, what) but the token is not
+        r = await c.post("/admin/targets/openai%2Fgpt-4.1/disable", headers=AUTH, json={"reason": "r"})
+        assert r.status_code == 200 and TOKEN not in r.text
     logged = "\n".join(rec.getMessage() for rec in caplog.records)
     assert TOKEN not in logged and wrong not in logged
+    await flush(gw)
+    db = gw.config.store.path
+    files = [p for p in (db, db + "-wal", gw.config.overrides_path) if os.path.exists(p)]
+    assert len(files) >= 2
+    for path in files:
+        with open(path, "rb") as fh:
+            assert TOKEN.encode() not in fh.read(), path
 
 
 async def test_state_has_the_design_shape(admin, data):
