@@ -149,3 +149,37 @@ def test_fault_lookup_order_and_times():
     assert t.take("openai", "x", "chat") is None
     assert t.clear(dialect="gemini") == 1
     assert t.take("gemini", "a", "chat").status == 501
+
+
+@pytest.mark.parametrize("path,headers", [
+    ("/openai/v1/chat/completions", {}),
+    ("/deepseek/v1/chat/completions", {}),
+    ("/anthropic/v1/messages", {"anthropic-version": "2023-06-01"}),
+    ("/gemini/v1beta/models/gemini-2.0-flash:generateContent", {}),
+])
+async def test_wrongly_shaped_fields_get_400_not_500(path, headers):
+    """Whatever JSON arrives, a vendor answers 4xx in its own format, never a 500."""
+    server = await start_mock()
+    bodies = [
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": [1, 2], "max_tokens": 5},
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
+         "tools": [{"type": "function", "function": {"name": "f", "parameters": {"properties": [],
+                                                                               "required": ["a"]}}}],
+         "tool_choice": {"type": "function", "function": "f"}},
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5,
+         "tools": [{"name": "f", "input_schema": {"properties": 3, "required": ["x"]}}]},
+        {"contents": [{"role": "user", "parts": [{"text": "hi"}]}], "generationConfig": [],
+         "toolConfig": "any"},
+        {"contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+         "tools": [{"functionDeclarations": [{"name": "f", "parameters": {"required": ["a"], "properties": 1}}]}]},
+        [], "text", 7, {"messages": {}, "contents": {}},
+    ]
+    try:
+        async with httpx.AsyncClient(base_url=server.url) as h:
+            for body in bodies:
+                r = await h.post(path, json=body, headers=headers)
+                assert r.status_code < 500, (body, r.text)
+                if r.status_code >= 400:
+                    assert "error" in r.json()
+    finally:
+        await server.stop()

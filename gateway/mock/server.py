@@ -235,7 +235,11 @@ class MockApp:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 raise BadRequest("We could not parse the JSON body of your request.") from None
-            call = d.parse_chat(body, path_model, request.query, request.headers, st.tokens)
+            try:
+                call = d.parse_chat(body, path_model, request.query, request.headers, st.tokens)
+            except (TypeError, AttributeError, KeyError, IndexError, ValueError) as exc:
+                # A field of the wrong shape: vendors answer 400, never 500.
+                raise BadRequest(f"Invalid request: {type(exc).__name__} in the request body.") from None
         except BadRequest as exc:
             return _error_response(d.bad_request(exc, model))
         st.stats.count_chat(d.name, call.model)
