@@ -188,6 +188,10 @@ class Router:
             if isinstance(res, Answer):
                 return res
             last = res
+            if not last.cls.fails_over:  # the client's own error: return it, as in the walk above
+                code = "content_policy_violation" if last.cls is ErrorClass.CONTENT_POLICY else last.code
+                raise ClientError(last.status if last.status and 400 <= last.status < 500 else 400,
+                                  last.message, "invalid_request_error", code)
         if last is None:
             last = VendorError(ErrorClass.SERVER, "no target is available (all disabled)", 503)
         if ctx_floor is not None and last.cls is ErrorClass.CONTEXT_LENGTH:

@@ -53,8 +53,8 @@ class OpenAIAdapter(Adapter):
                               200) from None
         if not isinstance(message, dict):
             raise VendorError(ErrorClass.PROTOCOL, "vendor returned a message that is not an object", 200)
-        return ChatResult(message=message, finish_reason=first.get("finish_reason"),
-                          usage=obj.get("usage"), extra_choices=choices[1:])
+        return ChatResult(message=message, finish_reason=_finish(first.get("finish_reason")),
+                          usage=clean_usage(obj.get("usage")), extra_choices=list(choices[1:]))
 
     def stream_decoder(self) -> StreamDecoder:
         return OpenAIStreamDecoder()
@@ -110,12 +110,32 @@ class OpenAIStreamDecoder(StreamDecoder):
         out: list[StreamDelta] = []
         choices = obj.get("choices")
         if choices:
-            c0 = choices[0]
-            if isinstance(c0, dict):
-                out.append(StreamDelta(c0.get("delta") or {}, c0.get("finish_reason")))
+            c0 = choices[0] if isinstance(choices, list) else None
+            delta = (c0.get("delta") or {}) if isinstance(c0, dict) else None
+            if isinstance(delta, dict):
+                out.append(StreamDelta(delta, _finish(c0.get("finish_reason"))))
             else:
                 self.malformed += 1
-        usage = obj.get("usage")
+        usage = clean_usage(obj.get("usage"))
         if usage:
             out.append(StreamDelta(None, None, usage))
         return out
+
+
+def _finish(reason: Any) -> str | None:
+    return reason if isinstance(reason, str) and reason else None
+
+
+def clean_usage(usage: Any) -> dict[str, Any] | None:
+    """The vendor's usage object, kept whole, but with token counts the router can do sums with.
+
+    A relay that sends `"usage": []` or `"prompt_tokens": "12"` must not turn a good answer into
+    a 500 when the gateway totals tokens and cost.
+    """
+    if not isinstance(usage, dict):
+        return None
+    out = dict(usage)
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        if key in out and not (isinstance(out[key], int) and not isinstance(out[key], bool) and out[key] >= 0):
+            out[key] = 0
+    return out

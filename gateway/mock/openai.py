@@ -96,6 +96,9 @@ class OpenAIDialect(Dialect):
         stop = body.get("stop")
         if isinstance(stop, str):
             stop = [stop]
+        if isinstance(stop, list) and not all(isinstance(x, str) for x in stop):
+            raise BadRequest("Invalid type for 'stop': expected a string or an array of strings.", param="stop",
+                             code="invalid_type")
         tool = self._pick_tool(tools, body.get("tool_choice"), last_role)
         stream = bool(body.get("stream"))
         so = body.get("stream_options") or {}
@@ -113,7 +116,8 @@ class OpenAIDialect(Dialect):
         if not fns:
             return None
         if isinstance(choice, dict):
-            name = (choice.get("function") or {}).get("name")
+            fn_choice = choice.get("function")
+            name = fn_choice.get("name") if isinstance(fn_choice, dict) else None
             fn = next((f for f in fns if f.get("name") == name), None)
             if fn is None:
                 raise BadRequest(f"Invalid value for 'tool_choice': function '{name}' not found in 'tools'.",
