@@ -29,6 +29,9 @@ RECOVERED_AFTER = 10      # consecutive successes that end "degraded" before the
 
 _BIN_BASE_MS = 0.01       # histogram bins: 0.01 ms * 1.02^k
 _BIN_LOG = math.log(1.02)
+_INV_BIN_LOG = 1.0 / _BIN_LOG
+_INV_BASE = 1.0 / _BIN_BASE_MS
+_log = math.log
 
 #: failures that say nothing about the target's health (the client's request, or a throttle)
 _NOT_HEALTH = frozenset({"bad_request", "content_policy", "context_length", "throttled"})
@@ -55,7 +58,7 @@ class _Bucket:
     sec: int
     n: int = 0            # observations (requests and probes)
     ok: int = 0
-    n_rel: int = 0        # observations that say something about health (ok, or a health failure)
+    failed_rel: int = 0   # failures that say something about health (not the client's, not throttles)
     real: int = 0         # requests (not probes)
     bad: int = 0          # failures not caused by the client (for the degraded ratio)
     cost: float = 0.0     # of requests
@@ -81,100 +84,72 @@ class Health:
     _bucket: dict = field(default_factory=dict)     # latency histogram of the current sparkline step
     _step_n: int = 0
     _buckets: deque = field(default_factory=deque)
-    # running totals over the buckets in `_buckets`
-    _n: int = 0
-    _ok: int = 0
-    _n_rel: int = 0
-    _cost: float = 0.0
+    # latency histograms over the buckets in `_buckets` (added on observe, subtracted on expiry)
     _lat_real: dict = field(default_factory=dict)
     _lat_probe: dict = field(default_factory=dict)
-    _n_real_lat: int = 0
-    _n_probe_lat: int = 0
     _recent_bad: deque = field(default_factory=lambda: deque(maxlen=RECOVERED_AFTER))
 
     def observe(self, ok: bool, latency_ms: float, error: str | None = None, cls: ErrorClass | None = None,
                 cost: float = 0.0, probe: bool = False, retry_after: float | None = None) -> None:
         now = time.time()
-        sec = int(now)
         buckets = self._buckets
-        if not buckets or buckets[-1].sec != sec:
-            buckets.append(_Bucket(sec))
+        if not buckets or buckets[-1].sec != int(now):
+            buckets.append(_Bucket(int(now)))
             self._expire(now)
         b = buckets[-1]
         b.n += 1
-        self._n += 1
-        cls_v = cls.value if cls is not None else None
         if ok:
             b.ok += 1
-            b.n_rel += 1
-            self._ok += 1
-            self._n_rel += 1
-            k = _bin(latency_ms)
+            k = int(_log(latency_ms * _INV_BASE) * _INV_BIN_LOG) if latency_ms > _BIN_BASE_MS else 0
             if probe:
-                b.lat_probe[k] = b.lat_probe.get(k, 0) + 1
-                self._lat_probe[k] = self._lat_probe.get(k, 0) + 1
-                self._n_probe_lat += 1
+                hist, tot = b.lat_probe, self._lat_probe
             else:
-                b.lat_real[k] = b.lat_real.get(k, 0) + 1
-                self._lat_real[k] = self._lat_real.get(k, 0) + 1
-                self._n_real_lat += 1
+                hist, tot = b.lat_real, self._lat_real
+                b.real += 1
+                b.cost += cost
+                self.last_real_at = self.last_real_ok_at = now
+                self._add_point(now, latency_ms)  # sparklines show what clients get, not probes
+            hist[k] = hist.get(k, 0) + 1
+            tot[k] = tot.get(k, 0) + 1
             self._recent_bad.append(False)
-        else:
-            if cls_v not in _NOT_HEALTH:
-                b.n_rel += 1
-                self._n_rel += 1
-            is_bad = cls_v not in _CLIENT_CAUSED
-            if is_bad:
-                b.bad += 1
-            self._recent_bad.append(is_bad)
-        if not probe:
-            self.last_real_at = now
-            b.real += 1
-            b.cost += cost
-            self._cost += cost
-
-        if ok:
             self.consecutive_failures = 0
             self.last_ok_at = now
-            if not probe:
-                self.last_real_ok_at = now
             self.misconfigured = False
             self.last_class = None
-            if not probe:  # sparklines show what clients get; a models-list probe is not comparable
-                self._add_point(now, latency_ms)
-        else:
-            self.last_error, self.last_error_at = error, now
-            self.last_class = cls_v
-            if cls is ErrorClass.THROTTLED:
-                self.throttled_until = now + max(retry_after or 0.0, 10.0)
-            elif cls is not None and cls.counts_against_health:
-                self.consecutive_failures += 1
-            if cls is ErrorClass.MISCONFIGURED:
-                self.misconfigured = True
+            return
+        cls_v = cls.value if cls is not None else None
+        if cls_v not in _NOT_HEALTH:
+            b.failed_rel += 1
+        is_bad = cls_v not in _CLIENT_CAUSED
+        if is_bad:
+            b.bad += 1
+        self._recent_bad.append(is_bad)
+        if not probe:
+            b.real += 1
+            b.cost += cost
+            self.last_real_at = now
+        self.last_error, self.last_error_at = error, now
+        self.last_class = cls_v
+        if cls is ErrorClass.THROTTLED:
+            self.throttled_until = now + max(retry_after or 0.0, 10.0)
+        elif cls is not None and cls.counts_against_health:
+            self.consecutive_failures += 1
+        if cls is ErrorClass.MISCONFIGURED:
+            self.misconfigured = True
 
     def _expire(self, now: float) -> None:
-        """Drop buckets older than the window from the running totals."""
+        """Drop buckets older than the window, and their latencies from the running histograms."""
         cutoff = now - WINDOW_S
         buckets = self._buckets
         while buckets and buckets[0].sec < cutoff:
             b = buckets.popleft()
-            self._n -= b.n
-            self._ok -= b.ok
-            self._n_rel -= b.n_rel
-            self._cost -= b.cost
-            for src, tot, attr in ((b.lat_real, self._lat_real, "_n_real_lat"),
-                                   (b.lat_probe, self._lat_probe, "_n_probe_lat")):
-                removed = 0
+            for src, tot in ((b.lat_real, self._lat_real), (b.lat_probe, self._lat_probe)):
                 for k, c in src.items():
                     left = tot[k] - c
-                    removed += c
                     if left:
                         tot[k] = left
                     else:
                         del tot[k]
-                setattr(self, attr, getattr(self, attr) - removed)
-        if not buckets:
-            self._cost = 0.0   # no float drift left behind when the window empties
 
     def _add_point(self, now: float, latency_ms: float) -> None:
         if now - self._bucket_start >= SERIES_STEP_S:
@@ -206,21 +181,26 @@ class Health:
     def snapshot(self, now: float | None = None) -> dict:
         now = time.time() if now is None else now
         self._expire(now)
+        n = ok = failed_rel = 0
+        cost = 0.0
+        for b in self._buckets:      # at most WINDOW_S buckets
+            n += b.n
+            ok += b.ok
+            failed_rel += b.failed_rel
+            cost += b.cost
         # Percentiles of real requests; probes only when there is no real traffic to show.
-        if self._n_real_lat:
-            hist, count = self._lat_real, self._n_real_lat
-        else:
-            hist, count = self._lat_probe, self._n_probe_lat
-        p50, p95 = _hist_pct(hist, count, (0.50, 0.95))
+        hist = self._lat_real or self._lat_probe
+        p50, p95 = _hist_pct(hist, sum(hist.values()), (0.50, 0.95))
         _, real_recent, _ = self._recent(now)
+        n_rel = ok + failed_rel
         return {
             "p50_ms": p50,
             "p95_ms": p95,
-            "success_rate": round(self._ok / self._n_rel, 4) if self._n_rel else None,
+            "success_rate": round(ok / n_rel, 4) if n_rel else None,
             "rpm": round(real_recent * 60.0 / RATE_WINDOW_S, 1),
-            "cost_per_hour": round(max(0.0, self._cost) * (3600.0 / WINDOW_S), 6),
-            "observations": self._n,
-            "ok": self._ok,
+            "cost_per_hour": round(cost * (3600.0 / WINDOW_S), 6),
+            "observations": n,
+            "ok": ok,
             "last_error": self.last_error,
             "last_error_at": self.last_error_at,
             "latency_series": self.latency_series(),
