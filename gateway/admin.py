@@ -449,7 +449,7 @@ def make_admin_app(gateway: "Gateway", token: str) -> web.Application:
     r.add_get("/admin/state", admin.get_state)
     r.add_get("/admin/events", admin.get_events)
     r.add_get("/admin/events/recent", admin.get_events_recent)
-    r.add_post("/admin/routes/{route}/order", admin.post_order)
+    r.add_post(r"/admin/routes/{route:.+}/order", admin.post_order)
     r.add_post(r"/admin/targets/{id:.+}/{action:disable|enable}", admin.post_target)
     r.add_post(r"/admin/vendors/{vendor}/{action:disable|enable}", admin.post_vendor)
     r.add_post("/admin/drills", admin.post_drill)
