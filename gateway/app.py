@@ -119,7 +119,10 @@ class Gateway:
 
     async def _listen(self, app: web.Application, hostport: str) -> int:
         host, port = split_hostport(hostport)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+        # keepalive_timeout also bounds how long a connection may take to send a request's headers
+        # (aiohttp arms it when the connection opens), which is the slowloris guard.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0,
+                               keepalive_timeout=self.config.server.keepalive_timeout)
         await runner.setup()
         site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
         await site.start()

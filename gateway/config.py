@@ -40,6 +40,11 @@ class ServerConfig:
     client_keys_env: str | None = "PATCHBAY_CLIENT_KEYS"
     admin_token_env: str = "PATCHBAY_ADMIN_TOKEN"
     max_body_bytes: int = DEFAULT_MAX_BODY
+    # Slow-client guards: a request's body must arrive within read_timeout of its headers, and a
+    # connection must finish each request's headers within keepalive_timeout (also the idle
+    # keep-alive limit), so trickling clients (slowloris) cannot hold connections for good.
+    read_timeout: float = 30.0
+    keepalive_timeout: float = 75.0
 
 
 @dataclass(frozen=True)
@@ -277,6 +282,8 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
         "client_keys_env": (str, ServerConfig.client_keys_env, None),
         "admin_token_env": (str, ServerConfig.admin_token_env, None),
         "max_body_bytes": (int, ServerConfig.max_body_bytes, _at_least_one),
+        "read_timeout": (_NUM, ServerConfig.read_timeout, _positive),
+        "keepalive_timeout": (_NUM, ServerConfig.keepalive_timeout, _positive),
     })
     server = ServerConfig(**s)
 

@@ -413,7 +413,10 @@ class Router:
             cost=cost, error_class=err_cls, error_message=err_msg[:1000] if err_msg else None, drill_id=call.drill_id,
         )
         if self.cfg.store.log_bodies:
-            row.request_body = orjson.dumps(call.body).decode()
+            try:
+                row.request_body = orjson.dumps(call.body).decode()
+            except TypeError:  # nested deeper than orjson writes: the client's 400 must not become a 500
+                row.request_body = None
         store.put(row)
         for a in call.attempts:
             store.put(a)

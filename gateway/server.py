@@ -8,6 +8,7 @@ exception it already knows.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -105,6 +106,7 @@ class DataPlane:
         self._keys = [k.encode() for k in client_keys]
         self._key_ids = {k: hashlib.sha256(k).hexdigest()[:12] for k in self._keys}
         self.max_body = runtime.config.server.max_body_bytes
+        self.read_timeout = runtime.config.server.read_timeout
 
     def _auth(self, request: web.Request) -> str | None:
         """Return the client key id; raise ClientError(401) when keys are set and none matches."""
@@ -142,10 +144,15 @@ class DataPlane:
                 raise ClientError(413, f"Request body is {request.content_length} bytes; the limit is "
                                        f"{self.max_body} bytes.", code="request_too_large")
             try:
-                raw = await request.read()
+                async with asyncio.timeout(self.read_timeout):
+                    raw = await request.read()
             except web.HTTPRequestEntityTooLarge:
                 raise ClientError(413, f"Request body exceeds the limit of {self.max_body} bytes.",
                                   code="request_too_large") from None
+            except TimeoutError:
+                # a body that trickles or never ends must not hold a handler for good
+                raise ClientError(408, f"The request body did not arrive within {self.read_timeout:g} s.",
+                                  code="request_timeout", headers={"connection": "close"}) from None
             try:
                 body = orjson.loads(raw)
             except orjson.JSONDecodeError as e:
