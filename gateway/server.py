@@ -24,6 +24,9 @@ from store.records import new_id
 
 log = logging.getLogger("patchbay")
 
+# Drill traffic marks itself with x-patchbay-drill; only the gateway's own host may do that.
+_LOOPBACK = frozenset({"127.0.0.1", "::1"})
+
 ROUTER_KEY = web.AppKey("router", Router)
 RUNTIME_KEY = web.AppKey("runtime", Runtime)
 
@@ -172,7 +175,7 @@ class DataPlane:
         so = body.get("stream_options") or {}
         call = Call(id=new_id(), route=route, targets=targets, fallback=fallback, body=body, stream=stream,
                     include_usage=bool(so.get("include_usage")), client_key_id=key_id,
-                    drill_id=request.headers.get("x-patchbay-drill") if request.remote == "127.0.0.1" else None)
+                    drill_id=request.headers.get("x-patchbay-drill") if request.remote in _LOOPBACK else None)
         if stream:
             return await self.router.stream(call, request)
         status, headers, out = await self.router.complete(call)
