@@ -217,6 +217,32 @@ def cpu_seconds(pid: int) -> float:
         return 0.0
 
 
+def sched_wait(pid: int) -> float:
+    """Seconds this process spent runnable but waiting for a CPU (/proc/PID/schedstat), a starvation gauge."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as fh:
+            return int(fh.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def listen_overflows() -> int:
+    """Machine-wide count of connections dropped because a listen queue was full (TcpExt ListenOverflows).
+
+    A dropped SYN costs the client a 1 s (then 3 s, 7 s...) retransmit, which shows up as
+    time to first token; benchmarks print the delta so such stalls are not blamed on the code.
+    """
+    try:
+        lines = Path("/proc/net/netstat").read_text().splitlines()
+    except OSError:
+        return -1
+    for head, vals in zip(lines[::2], lines[1::2]):
+        if head.startswith("TcpExt:"):
+            d = dict(zip(head.split()[1:], vals.split()[1:]))
+            return int(d.get("ListenOverflows", -1))
+    return -1
+
+
 class RssSampler:
     """Samples the summed RSS of a process group (and its fd count) in a thread until stopped.
 
