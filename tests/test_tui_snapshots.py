@@ -103,7 +103,7 @@ def _tiles_ready(pilot: Pilot, n: int = 4):
 
     def ready() -> bool:
         tiles = app.screen_stack[0].query(TargetTile)
-        return (len(tiles) == n and all(t.is_mounted and t._series is not None for t in tiles)
+        return (len(tiles) == n and all(t.is_mounted and t._key is not None for t in tiles)
                 and app.screen_stack[0].query_one("#events").count >= 3)
     return ready
 

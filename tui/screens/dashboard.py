@@ -92,6 +92,8 @@ class DashboardScreen(Screen):
 
     def on_mount(self) -> None:
         self.query_one(RoutePanel).set_readonly(self.papp.readonly)
+        if self._state.targets or self._state.routes:
+            return                     # the first state beat our mount: keep showing it
         self.query_one("#dash-main").display = False
         last = self.papp.last_connection
         if last is not None and not last.connected:   # the worker was quicker than our mount

@@ -1,64 +1,79 @@
 """One tile per target: the operator's at-a-glance health card.
 
-Tiles are built once per target and then updated in place: each line is only
-re-rendered when its text changed, so a 1 s refresh of 20 tiles stays cheap.
+A tile is a single widget that renders four lines (state, latency, sparkline,
+breaker / last error): with 20 targets that is 20 widgets, not 100, and an
+update that changes nothing costs a string comparison and no repaint. Layout
+never changes after mount, so updates refresh without a layout pass.
 """
 
 from __future__ import annotations
 
+from rich.color import Color as RichColor
+from rich.style import Style
 from rich.text import Text
-from textual.app import ComposeResult
-from textual.containers import Vertical
-from textual.widgets import Sparkline, Static
+from textual.color import Color
+from textual.widget import Widget
 
 from tui import fmt
 from tui.model import TargetInfo
 
-
-class _Line(Static):
-    """A Static that skips work when asked to show what it already shows."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._plain: str | None = None
-        self._style_key: str | None = None
-
-    def set(self, text: Text) -> None:
-        key = text.plain, str(text.spans)
-        if key != (self._plain, self._style_key):
-            self._plain, self._style_key = key
-            self.update(text)
+BARS = "▁▂▃▄▅▆▇█"
 
 
-class TargetTile(Vertical, can_focus=True):
-    """Health card of one target; CSS classes carry state (-healthy, -down, -disabled...)."""
+def sparkline(series: tuple[float, ...], width: int, low: Color, high: Color) -> Text:
+    """One column per series point, newest at the right, bars scaled from zero.
+
+    Scaling from zero (not from the series minimum) keeps a steady 400 ms
+    target flat instead of magnifying 5 ms of jitter into a sawtooth; a real
+    spike still stands out. Fewer points than columns leave the left blank,
+    so every tile's time axis lines up.
+    """
+    pts = series[-width:] if width > 0 else ()
+    out = Text(no_wrap=True, overflow="crop")
+    if width <= 0:
+        return out
+    out.append("·" * (width - len(pts)), style="dim")
+    top = max(pts) if pts else 0.0
+    if top <= 0:
+        out.append("▁" * len(pts), style=Style(color=low.rich_color))
+        return out
+    for v in pts:
+        ratio = max(0.0, min(1.0, v / top))
+        bar = BARS[min(len(BARS) - 1, int(ratio * (len(BARS) - 1) + 0.5))]
+        color = low.blend(high, ratio)
+        out.append(bar, style=Style(color=RichColor.from_rgb(color.r, color.g, color.b)))
+    return out
+
+
+class TargetTile(Widget, can_focus=True):
+    """Health card of one target; CSS classes carry state (-healthy, -down, -is-disabled...)."""
+
+    COMPONENT_CLASSES = {"tile--spark-low", "tile--spark-high"}
 
     def __init__(self, target: TargetInfo, now: float, **kwargs) -> None:
         super().__init__(id=_dom_id(target.id), classes="tile", **kwargs)
         self.target_id = target.id
         self._target = target
         self._now = now
-        self._series: tuple[float, ...] | None = None
         self._state_class: str | None = None
+        self._key: tuple | None = None
+        self._text = Text()
 
     @property
     def target(self) -> TargetInfo:
         return self._target
 
-    def compose(self) -> ComposeResult:
-        yield _Line(classes="tile-head")
-        yield _Line(classes="tile-lat")
-        yield Sparkline([], classes="tile-spark")
-        yield _Line(classes="tile-foot")
-
     def on_mount(self) -> None:
         self.border_title = self.target_id
-        self.update_target(self._target, self._now, force=True)
+        self.update_target(self._target, self._now)
 
-    def update_target(self, t: TargetInfo, now: float, force: bool = False) -> None:
+    def on_resize(self) -> None:
+        self._key = None
+        self.update_target(self._target, self._now)
+
+    def update_target(self, t: TargetInfo, now: float) -> None:
+        """Take new figures; repaint only when what the tile shows actually changed."""
         self._target, self._now = t, now
-        if not self.is_mounted:
-            return
         state_cls = f"-{t.state}" if t.state in fmt.STATE_STYLE else "-unknown"
         if state_cls != self._state_class:
             if self._state_class:
@@ -66,19 +81,34 @@ class TargetTile(Vertical, can_focus=True):
             self.add_class(state_cls)
             self._state_class = state_cls
         self.set_class(t.disabled, "-is-disabled")
-        head, lat, foot = self.query(_Line)
-        head.set(self._head_text(t))
-        lat.set(self._lat_text(t))
-        foot.set(self._foot_text(t, now))
-        series = t.latency_series[-60:]
-        if force or series != self._series:
-            self._series = series
-            self.query_one(Sparkline).data = list(series)
+        width = self.content_region.width or 30
+        foot = self._foot_text(t, now)
+        key = (t, width, foot.plain)
+        if key == self._key:
+            return
+        self._key = key
+        lines = [self._head_text(t), self._lat_text(t), self._spark(t, width), foot]
+        for line in lines:          # crop here: a wrapped line would push the others down
+            line.truncate(width, overflow="ellipsis")
+        text = Text("\n").join(lines)
+        text.no_wrap, text.overflow = True, "ellipsis"
+        self._text = text
+        self.refresh()
+
+    def render(self) -> Text:
+        return self._text
+
+    def _spark(self, t: TargetInfo, width: int) -> Text:
+        if not self.is_mounted:
+            return Text()
+        low = self.get_component_styles("tile--spark-low").color
+        high = self.get_component_styles("tile--spark-high").color
+        return sparkline(t.latency_series, width, low, high)
 
     @staticmethod
     def _head_text(t: TargetInfo) -> Text:
         sym, style = fmt.state_style(t.state)
-        txt = Text()
+        txt = Text(no_wrap=True, overflow="ellipsis")
         txt.append(f"{sym} {t.state.upper()}", style=style)
         if t.disabled and t.state != "disabled":
             txt.append(" DISABLED", style="bold reverse red")
@@ -88,7 +118,7 @@ class TargetTile(Vertical, can_focus=True):
 
     @staticmethod
     def _lat_text(t: TargetInfo) -> Text:
-        txt = Text()
+        txt = Text(no_wrap=True, overflow="ellipsis")
         txt.append("p50 ", style="dim")
         txt.append(fmt.ms(t.p50_ms))
         txt.append(" p95 ", style="dim")

@@ -41,7 +41,7 @@ class TopBar(Static):
         key = text.plain + str(text.spans)
         if key != self._last:
             self._last = key
-            self.update(text)
+            self.update(text, layout=False)
 
     def _text(self) -> Text:
         st = self._state
