@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from tui.app import PatchbayApp
 
 TILE_MIN_WIDTH = 36
+TILE_MIN_HEIGHT = 6      # border + state, latency, one sparkline row, breaker/error
+TILE_MAX_HEIGHT = 11     # up to six sparkline rows when the terminal is tall
 WIDE_AT = 130
 
 
@@ -39,10 +41,22 @@ class TileGrid(ScrollableContainer, can_focus=False):
         self.reflow()
 
     def reflow(self) -> None:
+        """Columns follow the width; spare height makes taller tiles (taller sparklines)."""
         width = self.scrollable_content_region.width or self.size.width
-        cols = max(1, min(len(self.children) or 1, width // TILE_MIN_WIDTH))
+        n = len(self.children) or 1
+        cols = max(1, min(n, width // TILE_MIN_WIDTH))
         if self.styles.grid_size_columns != cols:
             self.styles.grid_size_columns = cols
+        rows = -(-n // cols)
+        height = self.size.height or TILE_MIN_HEIGHT * rows
+        tile_h = max(TILE_MIN_HEIGHT, min(TILE_MAX_HEIGHT, height // rows))
+        if self._tile_height != tile_h:
+            self._tile_height = tile_h
+            self.styles.grid_rows = str(tile_h)
+            for tile in self.children:
+                tile.styles.height = tile_h
+
+    _tile_height = 0
 
 
 class DashboardScreen(Screen):
@@ -119,6 +133,7 @@ class DashboardScreen(Screen):
             focused = self.focused
             grid.remove_children()
             grid.mount_all([TargetTile(t, now) for t in state.targets])
+            grid._tile_height = 0
             grid.reflow()
             if self._selected not in ids:
                 self._selected = ids[0] if ids else None

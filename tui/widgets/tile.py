@@ -20,29 +20,41 @@ from tui.model import TargetInfo
 BARS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(series: tuple[float, ...], width: int, low: Color, high: Color) -> Text:
-    """One column per series point, newest at the right, bars scaled from zero.
+def sparkline(series: tuple[float, ...], width: int, low: Color, high: Color,
+              height: int = 1) -> list[Text]:
+    """Rows of bars (top first), one column per series point, newest at the right.
 
-    Scaling from zero (not from the series minimum) keeps a steady 400 ms
-    target flat instead of magnifying 5 ms of jitter into a sawtooth; a real
-    spike still stands out. Fewer points than columns leave the left blank,
-    so every tile's time axis lines up.
+    Bars are scaled from zero, not from the series minimum: a steady 400 ms
+    target stays flat instead of 5 ms of jitter becoming a sawtooth, and a real
+    spike still stands out. With fewer points than columns the left stays
+    empty, so every tile's time axis lines up.
     """
+    height = max(1, height)
     pts = series[-width:] if width > 0 else ()
-    out = Text(no_wrap=True, overflow="crop")
-    if width <= 0:
-        return out
-    out.append("·" * (width - len(pts)), style="dim")
+    pad = max(0, width - len(pts))
     top = max(pts) if pts else 0.0
-    if top <= 0:
-        out.append("▁" * len(pts), style=Style(color=low.rich_color))
-        return out
+    levels = len(BARS) * height
+    cols: list[tuple[int, Style]] = []
     for v in pts:
-        ratio = max(0.0, min(1.0, v / top))
-        bar = BARS[min(len(BARS) - 1, int(ratio * (len(BARS) - 1) + 0.5))]
+        ratio = max(0.0, min(1.0, v / top)) if top > 0 else 0.0
         color = low.blend(high, ratio)
-        out.append(bar, style=Style(color=RichColor.from_rgb(color.r, color.g, color.b)))
-    return out
+        style = Style(color=RichColor.from_rgb(color.r, color.g, color.b))
+        cols.append((max(1, int(round(ratio * levels))), style))
+    rows: list[Text] = []
+    for row in reversed(range(height)):
+        line = Text(no_wrap=True, overflow="crop")
+        line.append(("·" if row == 0 else " ") * pad, style="dim")
+        base = row * len(BARS)
+        for level, style in cols:
+            filled = level - base
+            if filled <= 0:
+                line.append(" ")
+            elif filled >= len(BARS):
+                line.append("█", style=style)
+            else:
+                line.append(BARS[filled - 1], style=style)
+        rows.append(line)
+    return rows
 
 
 class TargetTile(Widget, can_focus=True):
@@ -82,12 +94,13 @@ class TargetTile(Widget, can_focus=True):
             self._state_class = state_cls
         self.set_class(t.disabled, "-is-disabled")
         width = self.content_region.width or 30
+        spark_rows = max(1, (self.content_region.height or 4) - 3)
         foot = self._foot_text(t, now)
-        key = (t, width, foot.plain)
+        key = (t, width, spark_rows, foot.plain)
         if key == self._key:
             return
         self._key = key
-        lines = [self._head_text(t), self._lat_text(t), self._spark(t, width), foot]
+        lines = [self._head_text(t), self._lat_text(t), *self._spark(t, width, spark_rows), foot]
         for line in lines:          # crop here: a wrapped line would push the others down
             line.truncate(width, overflow="ellipsis")
         text = Text("\n").join(lines)
@@ -98,12 +111,10 @@ class TargetTile(Widget, can_focus=True):
     def render(self) -> Text:
         return self._text
 
-    def _spark(self, t: TargetInfo, width: int) -> Text:
-        if not self.is_mounted:
-            return Text()
+    def _spark(self, t: TargetInfo, width: int, rows: int) -> list[Text]:
         low = self.get_component_styles("tile--spark-low").color
         high = self.get_component_styles("tile--spark-high").color
-        return sparkline(t.latency_series, width, low, high)
+        return sparkline(t.latency_series, width, low, high, rows)
 
     @staticmethod
     def _head_text(t: TargetInfo) -> Text:
