@@ -19,6 +19,7 @@ from gateway.config import Config, split_hostport
 from gateway.router import Router
 from gateway.runtime import Runtime
 from gateway.server import make_data_app
+from gateway.upstream import Pool
 
 log = logging.getLogger("patchbay")
 
@@ -43,6 +44,7 @@ class Gateway:
         self.runtime: Runtime | None = None
         self.router: Router | None = None
         self.session: aiohttp.ClientSession | None = None
+        self.upstream: Pool | None = None
         self._runners: list[web.AppRunner] = []
         self.port: int | None = None
         self.admin_port: int | None = None
@@ -74,7 +76,8 @@ class Gateway:
             # so a pooled request arms no extra aiohttp timer.
             connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect),
             auto_decompress=True, skip_auto_headers=("User-Agent",))
-        self.router = Router(self.runtime, self.session)
+        self.upstream = Pool(t.connect)
+        self.router = Router(self.runtime, self.session, self.upstream)
         self._apply_overrides()
         keys = self.client_keys()
         if not keys:
@@ -143,6 +146,9 @@ class Gateway:
         if self.session is not None:
             await self.session.close()
             self.session = None
+        if self.upstream is not None:
+            await self.upstream.close()
+            self.upstream = None
         if self._own_store and self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
             stats = self.store.stats()

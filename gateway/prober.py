@@ -37,7 +37,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.adapters.base import ErrorClass, VendorError
+from gateway.adapters.base import ErrorClass, VendorError, scrub
 from gateway.router import _NET_ERRORS, Router, _net_error
 from gateway.runtime import Runtime, Target
 
@@ -200,7 +200,10 @@ class Prober:
         if fault is not None and fault.kind == "stream_cut":
             raise VendorError(ErrorClass.RESET, "drill: connection dropped after headers")
         if self.mode == "completion":
-            t.adapter.parse_chat(data)   # raises VendorError when the answer is not a completion
+            try:
+                t.adapter.parse_chat(data)   # raises VendorError when the answer is not a completion
+            except VendorError as e:
+                raise scrub(e, t.secrets) from None
 
     def _record(self, t: Target, err: VendorError | None, lat: float, trial: bool) -> None:
         b = t.breaker

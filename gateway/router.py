@@ -18,11 +18,12 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import orjson
 
-from gateway.adapters.base import (ChatResult, ErrorClass, StreamDelta, VendorError, status_class)
+from gateway.adapters.base import (ChatResult, ErrorClass, StreamDelta, VendorError, scrub, status_class)
 from gateway.config import Config
 from gateway.faults import Fault
 from gateway.runtime import Runtime, Target
 from gateway.sse import SSEParser
+from gateway.upstream import ConnectFailed, ConnectionLost, Pool, Response, UpstreamError
 from store.records import AttemptRow, RequestRow
 
 FINISH_GRACE_S = 0.5   # after finish_reason, how long to wait for usage / [DONE]
@@ -80,7 +81,7 @@ class OpenStream:
 
     __slots__ = ("resp", "parser", "decoder", "target", "pending", "cut_after_first", "started", "error")
 
-    def __init__(self, resp: aiohttp.ClientResponse, target: Target, cut_after_first: bool):
+    def __init__(self, resp: Response, target: Target, cut_after_first: bool):
         self.resp = resp
         self.parser = SSEParser()
         self.decoder = target.adapter.stream_decoder()
@@ -99,7 +100,7 @@ class OpenStream:
         if self.error is not None:
             raise self.error
         async with asyncio.timeout(timeout):
-            chunk = await self.resp.content.readany()
+            chunk = await self.resp.read_chunk()
         if not chunk:
             events = self.parser.flush()
             if not events:
@@ -112,6 +113,7 @@ class OpenStream:
             try:
                 out.extend(feed(ev, data))
             except VendorError as e:
+                scrub(e, self.target.secrets)
                 if not out:
                     raise
                 self.error = e
@@ -123,6 +125,10 @@ class OpenStream:
 
 
 def _net_error(exc: BaseException, before_headers: bool) -> VendorError:
+    if isinstance(exc, ConnectFailed):
+        return VendorError(ErrorClass.CONNECT, str(exc))
+    if isinstance(exc, ConnectionLost):
+        return VendorError(ErrorClass.RESET, str(exc))
     if isinstance(exc, aiohttp.ClientConnectorError):
         return VendorError(ErrorClass.CONNECT, f"cannot connect: {exc.os_error or exc}")
     if isinstance(exc, aiohttp.InvalidURL):
@@ -132,14 +138,15 @@ def _net_error(exc: BaseException, before_headers: bool) -> VendorError:
     return VendorError(ErrorClass.RESET, f"connection lost {what} ({name})")
 
 
-_NET_ERRORS = (aiohttp.ClientError, ConnectionError, OSError)
+_NET_ERRORS = (UpstreamError, aiohttp.ClientError, ConnectionError, OSError)
 
 
 class Router:
-    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession):
+    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession, upstream: Pool | None = None):
         self.rt = runtime
         self.cfg: Config = runtime.config
-        self.session = session
+        self.session = session   # for callers that want aiohttp (the prober)
+        self.upstream = upstream if upstream is not None else Pool(self.cfg.timeouts.connect)
 
     # ------------------------------------------------------------------ walk
 
@@ -288,7 +295,7 @@ class Router:
             await asyncio.sleep(fault.ms / 1000)
 
     async def _send(self, t: Target, body: dict, stream: bool, deadline: float,
-                    prefill: str | None = None) -> tuple[aiohttp.ClientResponse, float]:
+                    prefill: str | None = None) -> tuple[Response, float]:
         """Send one request; return the response with headers read, and the first-byte deadline."""
         try:
             req = t.adapter.chat_request(body, t.cfg.model, stream=stream, prefill=prefill)
@@ -299,7 +306,7 @@ class Router:
         fb_deadline = min(time.perf_counter() + self.cfg.timeouts.first_byte, deadline)
         try:
             async with asyncio.timeout(max(0.0, fb_deadline - time.perf_counter())):
-                resp = await self.session.request(req.method, req.url, headers=req.headers, data=req.body)
+                resp = await self.upstream.request(req.method, req.url, req.headers, req.body)
         except TimeoutError:
             raise self._timeout_error(deadline, "no response headers") from None
         except _NET_ERRORS as e:
@@ -311,15 +318,21 @@ class Router:
             return VendorError(ErrorClass.TIMEOUT, f"request exceeded total timeout of {self.cfg.timeouts.total:g}s")
         return VendorError(ErrorClass.TIMEOUT, f"{what} within first_byte={self.cfg.timeouts.first_byte:g}s")
 
-    async def _error_from(self, t: Target, resp: aiohttp.ClientResponse) -> VendorError:
+    async def _error_from(self, t: Target, resp: Response | aiohttp.ClientResponse) -> VendorError:
         try:
             async with asyncio.timeout(self.cfg.timeouts.idle):
-                data = await resp.content.read(ERROR_BODY_LIMIT)
+                if isinstance(resp, Response):
+                    data = await resp.read(ERROR_BODY_LIMIT)
+                else:
+                    data = await resp.content.read(ERROR_BODY_LIMIT)
         except (TimeoutError, *_NET_ERRORS):
             data = b""
         finally:
-            resp.close()
-        return t.adapter.classify_error(resp.status, resp.headers, data)
+            if isinstance(resp, Response):
+                resp.release()
+            else:
+                resp.close()
+        return scrub(t.adapter.classify_error(resp.status, resp.headers, data), t.secrets)
 
     async def _attempt_chat(self, call: Call, t: Target, fault: Fault | None, deadline: float) -> ChatResult:
         if fault is not None:
@@ -337,7 +350,7 @@ class Router:
         try:
             async with asyncio.timeout(max(0.0, min(timeouts.first_byte, remaining))) as timer:
                 try:
-                    resp = await self.session.request(req.method, req.url, headers=req.headers, data=req.body)
+                    resp = await self.upstream.request(req.method, req.url, req.headers, req.body)
                 except _NET_ERRORS as e:
                     raise _net_error(e, True) from None
                 if resp.status != 200:
@@ -347,16 +360,21 @@ class Router:
                 try:
                     data = await resp.read()
                 except _NET_ERRORS as e:
+                    resp.close()
                     raise _net_error(e, False) from None
-                finally:
-                    resp.release()
+                except BaseException:
+                    resp.close()
+                    raise
         except TimeoutError:
             if resp is None:
                 raise self._timeout_error(deadline, "no response headers") from None
             raise VendorError(ErrorClass.TIMEOUT, "response body stalled") from None
         if fault is not None and fault.kind == "stream_cut":
             raise VendorError(ErrorClass.RESET, "drill: connection dropped after headers")
-        return t.adapter.parse_chat(data)
+        try:
+            return t.adapter.parse_chat(data)
+        except VendorError as e:
+            raise scrub(e, t.secrets) from None
 
     async def _open_stream(self, call: Call, t: Target, fault: Fault | None, deadline: float,
                            prefill: str | None = None) -> OpenStream:
@@ -567,8 +585,8 @@ class Router:
                 except VendorError as e:
                     raise VendorError(ErrorClass.STREAM_CUT, f"vendor error event mid-stream: {e.message}",
                                       e.status, None, e.code) from None
-                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError,
-                        ConnectionResetError) as e:
+                except (ConnectionLost, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
+                        aiohttp.ClientOSError, ConnectionResetError) as e:
                     raise VendorError(ErrorClass.STREAM_CUT, f"stream cut by the vendor ({type(e).__name__})") from None
                 if deltas is None:
                     if out.finished:

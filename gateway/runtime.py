@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gateway.adapters import make_adapter
-from gateway.adapters.base import Adapter
+from gateway.adapters.base import Adapter, vendor_secrets
 from gateway.breaker import Breaker
 from gateway.config import Config, Price, TargetConfig, VendorConfig
 from gateway.faults import Fault
@@ -34,6 +34,8 @@ class Target:
     inflight: int = 0
     disabled_by: str | None = None      # who disabled it (admin client address / operator name)
     disabled_at: float | None = None    # epoch seconds
+    # the vendor's key and header values, scrubbed from its error texts (never shown: repr=False)
+    secrets: tuple[str, ...] = field(default=(), repr=False)
 
     @property
     def id(self) -> str:
@@ -94,7 +96,7 @@ class Runtime:
                     adapter = adapters[vendor.name] = make_adapter(vendor)
                 self.targets[tc.id] = Target(cfg=tc, vendor=vendor, adapter=adapter,
                                              breaker=Breaker(config.breaker, clock),
-                                             price=config.prices.get(tc.id))
+                                             price=config.prices.get(tc.id), secrets=vendor_secrets(vendor))
         self.routes: dict[str, Route] = {
             name: Route(name, [t.id for t in r.targets], r.fallback_response)
             for name, r in config.routes.items()

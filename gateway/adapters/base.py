@@ -144,6 +144,26 @@ class Adapter:
         raise NotImplementedError
 
 
+REDACTED = "[redacted]"
+
+
+def vendor_secrets(vendor: VendorConfig) -> tuple[str, ...]:
+    """What this vendor was sent that it must never get to echo into Patchbay's logs, database or answers:
+    its API key and its configured header values (relay auth headers), longest first."""
+    values = {vendor.api_key or "", *vendor.headers.values()}
+    return tuple(sorted((v for v in values if len(v) >= 8), key=len, reverse=True))
+
+
+def scrub(err: VendorError, secrets: tuple[str, ...]) -> VendorError:
+    """Remove echoed secrets from a vendor's error text (some relays quote the key they were sent)."""
+    for s in secrets:
+        if s in err.message:
+            err.message = err.message.replace(s, REDACTED)
+        if err.code and s in err.code:
+            err.code = err.code.replace(s, REDACTED)
+    return err
+
+
 def parse_retry_after(value: str | None) -> float | None:
     """Retry-After as seconds (delta-seconds or an HTTP date)."""
     if not value:
