@@ -231,7 +231,9 @@ class Pool:
             host = u.hostname if default else f"{u.hostname}:{port}"
             if ":" in (u.hostname or "") and not default:
                 host = f"[{u.hostname}]:{port}"
-            hit = ((u.scheme, u.hostname, port), f" {path} HTTP/1.1\r\nHost: {host}\r\n".encode("latin-1"))
+            # Some vendor front ends refuse requests without a User-Agent.
+            hit = ((u.scheme, u.hostname, port),
+                   f" {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: patchbay/0.1\r\n".encode("latin-1"))
             if len(self._targets) < 10_000:
                 self._targets[url] = hit
         return hit
