@@ -527,3 +527,54 @@ async def test_help_palette_and_pause(gw):
         # the operator event from the other client shows in the feed
         feed = app.screen.query_one("#events")
         await wait_for(pilot, lambda: feed.count >= 1, "event in feed")
+
+
+# ------------------------------------------------------------------ 16 colours, NO_COLOR
+
+
+async def test_sixteen_colour_terminal_gets_the_ansi_theme(gw, monkeypatch):
+    monkeypatch.setenv("TERM", "xterm")
+    monkeypatch.delenv("COLORTERM", raising=False)
+    app = await live_app(gw)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
+        assert app.theme == "ansi-dark"       # the terminal's own red, not RGB squeezed to magenta
+    monkeypatch.setenv("TERM", "xterm-256color")
+    app = await live_app(gw)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
+        assert app.theme != "ansi-dark"
+
+
+def test_no_color_turns_alarm_colours_into_weight(monkeypatch):
+    from rich.text import Text
+
+    from tui import fmt
+    t = Text()
+    t.append("⊘ OPEN", style="bold red")
+    t.append(" 503 overloaded", style="red")
+    t.append(" ● healthy", style="green")
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    assert fmt.mono(t) is t
+    monkeypatch.setenv("NO_COLOR", "1")
+    spans = fmt.mono(t).spans
+    assert spans[0].style.reverse and spans[0].style.bold and spans[0].style.color is None
+    assert spans[1].style.underline and spans[1].style.color is None
+    assert spans[2].style.color is None and not spans[2].style.bold
+
+
+async def test_no_color_dashboard_shows_open_target_inverted(monkeypatch):
+    from tests.test_tui_support import RecordedAdmin, degraded_state
+    monkeypatch.setenv("NO_COLOR", "1")
+    srv = RecordedAdmin(state=degraded_state()).start()
+    try:
+        app = PatchbayApp(srv.url, srv.token, refresh=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
+            tile = tiles(app)["openai/gpt-4.1"]
+            await wait_for(pilot, lambda: "OPEN" in tile.render().plain, "tile text")
+            head = tile.render()
+            styles = [s.style for s in head.spans if head.plain[s.start:s.end].endswith("OPEN")]
+            assert styles and styles[0].reverse and styles[0].color is None
+    finally:
+        srv.stop()

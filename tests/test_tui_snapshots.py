@@ -12,7 +12,6 @@ Update after an intended visual change: pytest tests/test_tui_snapshots.py --sna
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -56,15 +55,15 @@ class _ToRecorded(httpx.AsyncBaseTransport):
 
 
 @pytest.fixture(autouse=True)
-def utc() -> Iterator[None]:
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
+def fixed_terminal(monkeypatch) -> Iterator[None]:
+    """UTC clock and a truecolor terminal, whatever the machine running the tests has."""
+    monkeypatch.setenv("TZ", "UTC")
+    monkeypatch.setenv("TERM", "xterm-256color")
+    monkeypatch.setenv("COLORTERM", "truecolor")
+    monkeypatch.delenv("NO_COLOR", raising=False)
     time.tzset()
     yield
-    if old is None:
-        os.environ.pop("TZ", None)
-    else:
-        os.environ["TZ"] = old
+    monkeypatch.undo()
     time.tzset()
 
 

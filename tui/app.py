@@ -105,6 +105,10 @@ class PatchbayApp(App[int]):
         raise LookupError("dashboard not mounted")
 
     def on_mount(self) -> None:
+        if _sixteen_colours():
+            # Textual's default theme is RGB; squeezed into 16 colours its red turns
+            # magenta and its orange red. The ANSI theme uses the terminal's own colours.
+            self.theme = "ansi-dark"
         self._sync_topbar()
         if self.live:
             self.live_loop()
@@ -373,11 +377,14 @@ class PatchbayApp(App[int]):
             return
         body = Text()
         body.append(f"Change the fallback order of route {route}?\n\n", style="bold")
-        width = max((len(x) for x in old), default=10)
-        for i, (a, b) in enumerate(zip(old, new), 1):
-            style = "bold yellow" if a != b else "dim"
-            body.append(f"{i:>2}  {a.ljust(width)}  →  ", style="dim")
-            body.append(f"{b}\n", style=style)
+        for i, tid in enumerate(new, 1):
+            was = old.index(tid) + 1 if tid in old else None
+            moved = was != i
+            body.append(f"{i:>3}  ", style="bold" if moved else "dim")
+            body.append(tid, style="bold yellow" if moved else "")
+            if moved and was is not None:
+                body.append(f"  (was {was})", style="yellow")
+            body.append("\n")
         body.append("\nNew requests follow the new order at once.", style="dim")
         modal = ConfirmModal("Reorder route", body, yes_label="Apply", danger=False)
 
@@ -491,6 +498,15 @@ class PatchbayApp(App[int]):
         panel = dash.query_one(RoutePanel)
         panel.select_route(name)
         panel.focus()
+
+
+def _sixteen_colours() -> bool:
+    """A terminal that announces neither truecolor nor 256 colours (TERM=xterm, screen, linux)."""
+    if os.environ.get("COLORTERM", "").lower() in ("truecolor", "24bit"):
+        return False
+    term = os.environ.get("TERM", "")
+    return bool(term) and term != "dumb" and not any(
+        k in term for k in ("256", "truecolor", "direct", "kitty", "alacritty", "ghostty"))
 
 
 def _operator_name() -> str | None:

@@ -6,8 +6,12 @@ Operators compare tiles at a glance, so every figure has one fixed short form
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+
+from rich.style import Style
+from rich.text import Span, Text
 
 DASH = "–"
 
@@ -145,3 +149,55 @@ def clip(text: str | None, width: int) -> str:
 
 
 Clock = Callable[[], float]
+
+
+def target_clip(target_id: str, width: int) -> str:
+    """Fit `vendor/model` in `width`: the model says more than the vendor, so the vendor
+    shrinks first (`anthropic/claude-sonnet-4` -> `ant/claude-sonnet-4`), then the end."""
+    if len(target_id) <= width:
+        return target_id
+    vendor, sep, model = target_id.partition("/")
+    if sep:
+        short = f"{vendor[:3]}/{model}"
+        if len(short) <= width:
+            return short
+        return clip(short, width)
+    return clip(target_id, width)
+
+
+def no_color() -> bool:
+    """https://no-color.org: any non-empty NO_COLOR means no colour."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
+_ALARM = {"red", "bright_red", "magenta", "bright_magenta"}
+_WARN = {"yellow", "bright_yellow", "cyan", "bright_cyan"}
+
+
+def mono(text: Text) -> Text:
+    """Under NO_COLOR, turn colour-only emphasis into weight and inversion.
+
+    Textual renders NO_COLOR as greys by luminance, which makes red text (errors,
+    "down", "open") dark grey on black: nearly invisible exactly when it matters.
+    Here red/magenta become bold reverse (if bold) or bold underline, yellow and
+    cyan become bold, other colours are dropped. Words already carry the meaning.
+    """
+    if not no_color():
+        return text
+    out = text.copy()
+    spans = []
+    for span in out.spans:
+        style = Style.parse(span.style) if isinstance(span.style, str) else span.style
+        name = style.color.name if style.color is not None else ""
+        if name in _ALARM:
+            new = Style(bold=True, reverse=True) if style.bold else Style(bold=True, underline=True)
+        elif name in _WARN:
+            new = Style(bold=True)
+        else:
+            new = Style(bold=style.bold, dim=style.dim, italic=style.italic,
+                        underline=style.underline, reverse=style.reverse)
+        if style.reverse:
+            new += Style(reverse=True)
+        spans.append(Span(span.start, span.end, new))
+    out.spans = spans
+    return out

@@ -171,7 +171,7 @@ class DashboardScreen(Screen):
         self.query_one(TopBar).show(connected=False)
 
     def _show_offline(self, text: Text) -> None:
-        self.query_one("#offline-text", Static).update(text)
+        self.query_one("#offline-text", Static).update(fmt.mono(text))
         self.query_one("#offline").display = True
         self.query_one("#dash-main").display = False
 

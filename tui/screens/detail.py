@@ -186,9 +186,11 @@ class DetailScreen(Screen):
     def _paint(self) -> None:
         assert self.data is not None
         width = max(30, (self.size.width or 80) - 6)
-        self.query_one("#detail-summary", Static).update(render_summary(self.data, width))
-        self.query_one("#detail-timeline", Static).update(render_timeline(self.data, width))
-        self.query_one("#detail-events", Static).update(render_events(self.data))
+        self.query_one("#detail-summary", Static).update(
+            fmt.mono(render_summary(self.data, width)))
+        self.query_one("#detail-timeline", Static).update(
+            fmt.mono(render_timeline(self.data, width)))
+        self.query_one("#detail-events", Static).update(fmt.mono(render_events(self.data)))
 
     def action_back(self) -> None:
         self.app.pop_screen()

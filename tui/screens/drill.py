@@ -71,8 +71,9 @@ def report_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
                 used.add(k)
                 break
     for k, v in report.items():
-        if k not in used:
-            out.append((k.replace("_", " "), _value(k, v)))
+        if k not in used and k not in ("target", "fault"):   # already in the header
+            label = k.removesuffix("_ms").removesuffix("_s").replace("_", " ")
+            out.append((label, _value(k, v)))
     return out
 
 
@@ -287,9 +288,21 @@ class DrillScreen(Screen):
 
     def _tick(self) -> None:
         running = any(d.get("state") == "running" for d in self.drills)
-        if running or (self.detail and self.detail.get("state") == "running"):
+        if running or self._settling(self.detail):
             self.fetch()
             self._render_detail()
+
+    @staticmethod
+    def _settling(d: dict[str, Any] | None) -> bool:
+        """Still changing: running, report not written yet, or recovery still being watched."""
+        if not d:
+            return False
+        if d.get("state") == "running":
+            return True
+        report = d.get("report")
+        if report is None:
+            return d.get("state") == "done"
+        return isinstance(report, dict) and report.get("recovery") == "watching"
 
     @work(exclusive=True, group="drills", exit_on_error=False)
     async def fetch(self) -> None:
@@ -337,6 +350,7 @@ class DrillScreen(Screen):
             self._fetched_at = self.papp.clock()
         self.live = msg.live
         self._render_detail()
+        self.refresh_bindings()
 
     def _cells(self, d: dict[str, Any]) -> list[Any]:
         return [fmt.clock_time(drill_started(d)), Text(str(d.get("target", "")),
@@ -346,8 +360,8 @@ class DrillScreen(Screen):
     @staticmethod
     def _state_cell(d: dict[str, Any]) -> Text:
         state = str(d.get("state", "?"))
-        return Text(state, style={"running": "bold magenta", "done": "green",
-                                  "cancelled": "yellow"}.get(state, ""))
+        return fmt.mono(Text(state, style={"running": "bold magenta", "done": "green",
+                                           "cancelled": "yellow"}.get(state, "")))
 
     @on(DataTable.RowHighlighted)
     def _highlight(self, event: DataTable.RowHighlighted) -> None:
@@ -370,7 +384,7 @@ class DrillScreen(Screen):
             view.update(Text("No drills yet." + ("" if self.papp.readonly else
                              "  Press D (or N here) to start one."), style="dim"))
             return
-        view.update(self.render_drill(d))
+        view.update(fmt.mono(self.render_drill(d)))
 
     def render_drill(self, d: dict[str, Any]) -> Text:
         now = self.papp.clock()
@@ -434,8 +448,12 @@ class DrillScreen(Screen):
             for label, value in report_lines(report):
                 t.append(f"  {label:>22}  ", style="dim")
                 t.append(value + "\n", style="bold")
+        elif state == "done":
+            t.append("Report pending: the gateway is computing it…", style="dim")
         else:
             t.append("No report (the drill was stopped before it produced one).", style="dim")
+        if isinstance(report, dict) and report.get("recovery") == "watching":
+            t.append("\n  watching the target recover; time back to normal follows", style="dim")
         return t
 
     def action_back(self) -> None:
@@ -466,5 +484,5 @@ class DrillScreen(Screen):
         if action in ("cancel_drill", "new_drill") and self.papp.readonly:
             return False
         if action == "cancel_drill":
-            return bool(self.detail and self.detail.get("state") == "running") or None
+            return bool(self.detail and self.detail.get("state") == "running")
         return True

@@ -13,6 +13,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from tui import fmt
+
 KEY_NAMES = {
     "question_mark": "?", "colon": ":", "slash": "/", "escape": "esc", "enter": "enter",
     "left_square_bracket": "[", "right_square_bracket": "]", "ctrl+up": "ctrl+↑",
@@ -86,7 +88,7 @@ class HelpScreen(ModalScreen[None]):
                  style="dim")
         with VerticalScroll(id="help-box") as box:
             box.border_title = "Keys  (esc closes)"
-            yield Static(t, id="help-text")
+            yield Static(fmt.mono(t), id="help-text")
 
     def action_close(self) -> None:
         self.dismiss(None)

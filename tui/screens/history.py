@@ -73,6 +73,8 @@ def _cost(v: Any, narrow: bool) -> str:
         return fmt.DASH
     v = float(v)
     if narrow and 0 < v < 1:
+        if v < 0.00005:
+            return "~$0"
         return "$" + (f"{v:.4f}" if v < 0.01 else f"{v:.3f}")[1:]
     return fmt.money(v)
 
@@ -125,6 +127,7 @@ class HistoryScreen(Screen):
         self.last_page_ms: float | None = None
         self.pages_loaded = 0
         self._layout: str | None = None
+        self._target_width = 14
         self._problem = ""
 
     @property
@@ -173,6 +176,7 @@ class HistoryScreen(Screen):
             spec = [("time", 14), ("route", 12), ("final target", max(24, min(40, width - 110))),
                     ("outcome", 12), ("att", 3), ("latency", 7), ("ttft", 7),
                     ("tokens", 11), ("cost", 8)]
+        self._target_width = spec[2][1]
         for label, w in spec:
             table.add_column(label, width=w, key=label)
         self._fill()
@@ -184,6 +188,8 @@ class HistoryScreen(Screen):
         if narrow:
             outcome = {"fallback": "fallbk", "client_error": "client"}.get(outcome, outcome)
         tgt = str(r.get("final_target") or fmt.DASH)
+        if narrow:
+            tgt = fmt.target_clip(tgt, self._target_width - (1 if r.get("drill_id") else 0))
         if r.get("drill_id"):
             tgt = "⚑" + tgt
         pt, ct = r.get("prompt_tokens"), r.get("completion_tokens")
@@ -192,7 +198,7 @@ class HistoryScreen(Screen):
         failovers = r.get("failovers") or 0
         att = Text(str(r.get("attempts", fmt.DASH)),
                    style="bold yellow" if failovers else "")
-        return [
+        cells: list[Text | str] = [
             fmt.clock_time(r.get("ts")) if narrow else fmt.short_time(r.get("ts"), now),
             str(r.get("route") or ""),
             Text(tgt, no_wrap=True, overflow="ellipsis"),
@@ -203,6 +209,7 @@ class HistoryScreen(Screen):
             Text(tok, justify="right"),
             Text(_cost(r.get("cost"), narrow), justify="right"),
         ]
+        return [fmt.mono(c) if isinstance(c, Text) else c for c in cells]
 
     def _fill(self) -> None:
         table = self.query_one(HistoryTable)
@@ -234,7 +241,7 @@ class HistoryScreen(Screen):
             if self.filters.since or self.filters.until:
                 t.append(" (time range)")
         t.append("   n/b page · / search · f filters · x clear · enter detail", style="dim")
-        self.query_one("#hist-status", Static).update(t)
+        self.query_one("#hist-status", Static).update(fmt.mono(t))
 
     # -- loading --------------------------------------------------------------------
 

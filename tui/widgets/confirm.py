@@ -9,6 +9,8 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
+from tui import fmt
+
 
 class ConfirmModal(ModalScreen[bool]):
     """Ask y/n; optionally take a free-text reason (`r` to type it, enter = yes).
@@ -35,7 +37,8 @@ class ConfirmModal(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(id="confirm-box") as box:
             box.border_title = self._title
-            yield Static(self._body, id="confirm-body")
+            body = fmt.mono(self._body) if isinstance(self._body, Text) else self._body
+            yield Static(body, id="confirm-body")
             if self._ask_reason:
                 yield Input(placeholder="reason (optional): r to type, enter to confirm",
                             id="confirm-reason", compact=True)

@@ -82,5 +82,5 @@ class EventFeed(RichLog):
         if route and kind in ("failover",):
             line.append(f" {route}", style="bold")
         line.append(" " + describe(kind, ev))
-        self.write(line)
+        self.write(fmt.mono(line))
         self.count += 1

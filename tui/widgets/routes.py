@@ -82,6 +82,7 @@ class RoutePanel(Widget, can_focus=True):
         self._drafts.pop(route, None)
         self._rows = self._build_rows()
         self.refresh()
+        self.refresh_bindings()
 
     def has_draft(self) -> bool:
         return bool(self._drafts)
@@ -135,6 +136,7 @@ class RoutePanel(Widget, can_focus=True):
         self._rows = self._build_rows()
         self.cursor += delta
         self.refresh()
+        self.refresh_bindings()
 
     def action_apply(self) -> None:
         row = self.current
@@ -180,14 +182,16 @@ class RoutePanel(Widget, can_focus=True):
         if not self._state.routes:
             out.append("no routes yet", style="dim")
             return out
-        width = max(10, self.size.width or 40)
+        width = max(10, self.content_region.width or 40)
         n = 0
         for ri, route in enumerate(self._state.routes):
             if ri:
                 out.append("\n")
             out.append(route.name, style="bold")
             if route.name in self._drafts:
-                out.append("  ✎ unsaved: enter apply · esc discard", style="bold yellow")
+                note = "  ✎ unsaved: enter apply, esc undo"
+                out.append(note if len(route.name) + len(note) <= width else "  ✎ enter/esc",
+                           style="bold yellow")
             for i, tid in enumerate(self.order_of(route)):
                 out.append("\n")
                 t = self._state.target(tid)
@@ -200,7 +204,7 @@ class RoutePanel(Widget, can_focus=True):
                 wide = width >= 56
                 tail = f" {sym} {state}" + (" · serving" if serving and wide else "")
                 room = max(4, width - len(line.plain) - len(tail) - 1)
-                line.append(fmt.clip(tid, room).ljust(room), style="bold" if serving else "")
+                line.append(fmt.target_clip(tid, room).ljust(room), style="bold" if serving else "")
                 line.append(" ")
                 line.append(f"{sym} {state}", style=style)
                 if serving and wide:
@@ -209,7 +213,7 @@ class RoutePanel(Widget, can_focus=True):
                     line.stylize("reverse" if self.has_focus else "underline")
                 out.append_text(line)
                 n += 1
-        return out
+        return fmt.mono(out)
 
     def get_content_height(self, container, viewport, width: int) -> int:
         return sum(1 + len(self.order_of(r)) for r in self._state.routes) or 1

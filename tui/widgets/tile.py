@@ -105,7 +105,7 @@ class TargetTile(Widget, can_focus=True):
             line.truncate(width, overflow="ellipsis")
         text = Text("\n").join(lines)
         text.no_wrap, text.overflow = True, "ellipsis"
-        self._text = text
+        self._text = fmt.mono(text)
         self.refresh()
 
     def render(self) -> Text:

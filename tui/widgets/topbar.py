@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from tui import fmt
 from tui.model import GatewayState
 
 
@@ -37,7 +38,7 @@ class TopBar(Static):
             self.paused = paused
         if readonly is not None:
             self.readonly = readonly
-        text = self._text()
+        text = fmt.mono(self._text())
         key = text.plain + str(text.spans)
         if key != self._last:
             self._last = key
