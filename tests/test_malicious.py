@@ -81,6 +81,10 @@ class NormalClient:
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        # a few answers at least, even when the attack was over quickly
+        deadline = time.monotonic() + 15
+        while len(self.latencies) < 3 and time.monotonic() < deadline and self._thread.is_alive():
+            time.sleep(0.02)
         self._stop.set()
         self._thread.join(60)
 
@@ -209,7 +213,7 @@ def test_ten_thousand_pipelined_requests_on_one_connection(gateway: ServeProcess
                 got += chunk
                 seen = got.count(b"HTTP/1.1 ")
             sender.join(10)
-    normal.check(at_least=1)
+    normal.check()
     assert got.count(b"HTTP/1.1 200 OK") == n
     assert_alive(gateway)
 
@@ -223,7 +227,7 @@ def test_thousands_of_tiny_bad_requests_get_4xx_on_one_keep_alive_connection(gat
         for i in range(3_000):
             r = c.post("/v1/chat/completions", content=bodies[i % len(bodies)])
             statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
-    normal.check(at_least=1)
+    normal.check()
     assert statuses and all(400 <= s < 500 for s in statuses), statuses
     assert_alive(gateway)
 
@@ -243,7 +247,7 @@ def test_huge_json_nesting_is_a_400(gateway: ServeProcess, depth: int) -> None:
                 r = c.post("/v1/chat/completions", content=b, headers={"content-type": "application/json"})
                 assert 400 <= r.status_code < 500, (depth, r.status_code, r.text[:300])
                 assert r.json()["error"]["message"]
-    normal.check(at_least=1)
+    normal.check()
     assert_alive(gateway)
 
 
@@ -265,7 +269,7 @@ def test_a_50_mb_body_is_refused_with_413(gateway: ServeProcess) -> None:
             assert r.status_code == 413, r.text[:300]
         except httpx.WriteError:
             pass                                # the server hung up on the rest of the upload: also a refusal
-    normal.check(at_least=1)
+    normal.check()
     assert_alive(gateway)
 
 
