@@ -419,7 +419,8 @@ class Router:
 
     def _record(self, call: Call, outcome: str, status: int, target: Target | None = None,
                 usage: dict | None = None, cost: float | None = None, ttft_ms: float | None = None,
-                err_cls: str | None = None, err_msg: str | None = None, overhead_ms: float | None = None) -> None:
+                err_cls: str | None = None, err_msg: str | None = None, overhead_ms: float | None = None,
+                answer: str | bytes | None = None) -> None:
         store = self.rt.store
         row = RequestRow(
             id=call.id, ts=call.ts, route=call.route, stream=call.stream, outcome=outcome, http_status=status,
@@ -435,6 +436,8 @@ class Router:
                 row.request_body = orjson.dumps(call.body).decode()
             except TypeError:  # nested deeper than orjson writes: the client's 400 must not become a 500
                 row.request_body = None
+            if answer is not None:
+                row.response_body = answer.decode() if isinstance(answer, bytes) else answer
         store.put(row)
         for a in call.attempts:
             store.put(a)
@@ -473,9 +476,7 @@ class Router:
         cost = t.cost(usage)
         overhead = call.overhead_ms()
         body = orjson.dumps(out)
-        self._record(call, "ok", 200, t, usage, cost, overhead_ms=overhead)
-        if self.cfg.store.log_bodies:
-            pass  # request body is stored by _record; the response is small enough to skip here
+        self._record(call, "ok", 200, t, usage, cost, overhead_ms=overhead, answer=body)
         return 200, self._headers(call, t.id, overhead), body
 
     def _client_error(self, call: Call, ce: ClientError, ve: VendorError | None = None) -> tuple[int, dict, bytes]:
@@ -557,7 +558,7 @@ class Router:
             if out.usage_by_target else final.cost(None)
         if outcome == "ok":
             final.health.observe(True, (time.perf_counter() - st.started) * 1000, cost=cost or 0.0)
-        self._record(call, outcome, 200, final, out.usage, cost, ttft_ms, err_cls, err_msg, overhead)
+        self._record(call, outcome, 200, final, out.usage, cost, ttft_ms, err_cls, err_msg, overhead, out.text)
         return resp
 
     async def _pump(self, call: Call, st: OpenStream, resp: Any, out: "_ChunkWriter", deadline: float) -> None:

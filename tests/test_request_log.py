@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 MSG = [{"role": "user", "content": "log me"}]
 
@@ -73,3 +74,24 @@ async def test_history_command_reads_the_database(gateway_cfg, start_gateway, tm
     out = subprocess.run([sys.executable, "-m", "gateway.cli", "history", "-c", str(cfg), "--limit", "5"],
                          capture_output=True, text=True, check=True)
     assert "openai/gpt-4.1" in out.stdout and "ok" in out.stdout
+
+
+@pytest.mark.parametrize("log_bodies", [False, True])
+async def test_bodies_are_stored_only_when_asked(gateway_cfg, start_gateway, tmp_path, log_bodies):
+    gateway_cfg["store"]["log_bodies"] = log_bodies
+    gw = await start_gateway(gateway_cfg)
+    secret_prompt = "my private prompt 7731"
+    async with httpx.AsyncClient(base_url=gw.url) as hc:
+        r1 = await hc.post("/v1/chat/completions", json={"model": "chat", "messages": [
+            {"role": "user", "content": secret_prompt}]})
+        r2 = await hc.post("/v1/chat/completions", json={"model": "chat", "stream": True, "messages": [
+            {"role": "user", "content": secret_prompt}]})
+    await gw.stop()
+    rows = {r["id"]: r for r in db_rows(str(tmp_path / "patchbay.db"), "select * from requests")}
+    whole, streamed = rows[r1.headers["x-request-id"]], rows[r2.headers["x-request-id"]]
+    if not log_bodies:
+        assert all(r["request_body"] is None and r["response_body"] is None for r in rows.values())
+        return
+    assert secret_prompt in whole["request_body"] and secret_prompt in streamed["request_body"]
+    assert r1.json()["choices"][0]["message"]["content"] in whole["response_body"]
+    assert streamed["response_body"].startswith("Hello from openai/gpt-4.1")
