@@ -521,12 +521,16 @@ def merge_reports(reports: list[dict]) -> dict:
     out["tokens_per_s"] = out["tokens"] / wall if wall else 0.0
     out.update(_pcts(lat, ""))
     out.update(_pcts(ttft, "ttft_"))
-    # open streams: sum the processes' samples per 50 ms bucket
-    buckets: dict[int, int] = {}
+    # open streams / requests in flight: sum the processes' samples per 50 ms bucket
+    buckets: dict[int, list[int]] = {}
     for r in reports:
-        for b, n in r.get("open_series", []):
-            buckets[b] = buckets.get(b, 0) + n
-    out["peak_open"] = max(buckets.values(), default=max((r["peak_open"] for r in reports), default=0))
+        for b, n, f in r.get("open_series", []):
+            cur = buckets.setdefault(b, [0, 0])
+            cur[0] += n
+            cur[1] += f
+    out["peak_open"] = max((v[0] for v in buckets.values()), default=max((r["peak_open"] for r in reports), default=0))
+    out["peak_inflight"] = max((v[1] for v in buckets.values()),
+                               default=max((r.get("peak_inflight", 0) for r in reports), default=0))
     if any("timeline" in r for r in reports):
         tl: dict[str, list[int]] = {}
         for r in reports:
@@ -555,8 +559,8 @@ async def _loadgen(spec: LoadSpec) -> dict:
     kinds: dict[str, int] = {}
     samples: list[str] = []
     timeline: dict[int, list[int]] = {}
-    counters = {"requests": 0, "ok": 0, "tokens": 0, "open": 0, "peak_open": 0}
-    open_series: list[tuple[int, int]] = []
+    counters = {"requests": 0, "ok": 0, "tokens": 0, "open": 0, "peak_open": 0, "inflight": 0, "peak_inflight": 0}
+    open_series: list[tuple[int, int, int]] = []   # (50 ms bucket, streams open, requests in flight)
     loop = asyncio.get_running_loop()
     t_start = time.perf_counter()
     stop_at = t_start + spec.seconds
@@ -574,6 +578,14 @@ async def _loadgen(spec: LoadSpec) -> dict:
             timeline.setdefault(int(time.time()), [0, 0])[1] += 1
 
     async def one(session: aiohttp.ClientSession, body: bytes, stream: bool) -> None:
+        counters["inflight"] += 1
+        counters["peak_inflight"] = max(counters["peak_inflight"], counters["inflight"])
+        try:
+            await one_inner(session, body, stream)
+        finally:
+            counters["inflight"] -= 1
+
+    async def one_inner(session: aiohttp.ClientSession, body: bytes, stream: bool) -> None:
         t0 = time.perf_counter()
         counters["requests"] += 1
         try:
@@ -664,7 +676,7 @@ async def _loadgen(spec: LoadSpec) -> dict:
 
     async def sample_open() -> None:
         while True:
-            open_series.append((int(time.monotonic() * 20), counters["open"]))
+            open_series.append((int(time.monotonic() * 20), counters["open"], counters["inflight"]))
             await asyncio.sleep(0.05)
 
     connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False)
@@ -680,7 +692,8 @@ async def _loadgen(spec: LoadSpec) -> dict:
         "requests": counters["requests"], "ok": counters["ok"], "errors": sum(kinds.values()),
         "error_kinds": kinds, "error_samples": samples, "tokens": counters["tokens"], "wall": wall,
         "rps": counters["ok"] / wall, "tokens_per_s": counters["tokens"] / wall,
-        "peak_open": counters["peak_open"], **_pcts(lat, ""), **_pcts(ttft, "ttft_"),
+        "peak_open": counters["peak_open"], "peak_inflight": counters["peak_inflight"],
+        **_pcts(lat, ""), **_pcts(ttft, "ttft_"),
     }
     if spec.raw:
         report["lat"], report["ttft"] = lat, ttft

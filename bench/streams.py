@@ -79,6 +79,7 @@ PROFILE_BUCKETS = [
                                                             "aiohttp/streams.py")),
     ("serving client requests (aiohttp server protocol)", ("web_protocol.py", "web_request.py",
                                                            "web_response.py")),
+    ("upstream HTTP client (gateway/upstream.py)", ("gateway/upstream.py",)),
     ("router / server / runtime (gateway code)", ("gateway/",)),
     ("event loop itself (uvloop: epoll, recv, callbacks)", ("Runner.run",)),
 ]
@@ -88,14 +89,17 @@ def summarize_pyspy(raw: Path, top: int = 15) -> str:
     """Where the gateway's time goes, from py-spy's collapsed stacks (``--format raw``)."""
     self_t: collections.Counter[str] = collections.Counter()
     buckets: collections.Counter[str] = collections.Counter()
-    total = 0
+    total = idle = 0
     for line in raw.read_text(errors="replace").splitlines():
         stack, _, n = line.rpartition(" ")
         if not stack or not n.isdigit():
             continue
         count = int(n)
-        total += count
         frames = stack.split(";")
+        if "Condition.wait" in frames[-1] or "Event.wait" in frames[-1]:
+            idle += count   # the store writer thread asleep between batches: py-spy counts it, we do not
+            continue
+        total += count
         self_t[frames[-1]] += count
         for frame in reversed(frames):
             hit = next((name for name, marks in PROFILE_BUCKETS if any(m in frame for m in marks)), None)
@@ -106,7 +110,8 @@ def summarize_pyspy(raw: Path, top: int = 15) -> str:
             buckets["other"] += count
     if not total:
         return "py-spy recorded no samples"
-    out = [f"py-spy: {total} samples of the gateway (all threads, idle excluded); time by kind:"]
+    out = [f"py-spy: {total} busy samples of the gateway (all threads; {idle} samples of the store writer "
+           "thread waiting for rows left out); time by kind:"]
     for name, c in buckets.most_common():
         out.append(f"  {100 * c / total:5.1f}%  {name}")
     out.append(f"self time, top {top} functions:")
@@ -119,7 +124,7 @@ def describe(name: str, r: dict, args: argparse.Namespace) -> str:
     dropped = args.streams - r["ok"]
     kinds = ", ".join(f"{k}: {v}" for k, v in r["error_kinds"].items()) or "none"
     return (f"{name:<9} completed {r['ok']}/{args.streams} (dropped {dropped}; errors {kinds}); "
-            f"peak open at once {r['peak_open']}; TTFT p50 {fmt(r['ttft_p50'], 2)} ms p99 {fmt(r['ttft_p99'], 2)} ms "
+            f"peak in flight {r['peak_inflight']}, streaming (headers received) {r['peak_open']}; TTFT p50 {fmt(r['ttft_p50'], 2)} ms p99 {fmt(r['ttft_p99'], 2)} ms "
             f"max {fmt(r['ttft_max'], 2)} ms; stream time p50 {fmt(r['p50'] / 1000 if r['p50'] else None, 2)} s "
             f"p99 {fmt(r['p99'] / 1000 if r['p99'] else None, 2)} s; {r['tokens']} tokens; "
             f"listen-queue overflows (machine-wide) {r['listen_overflows']}"
@@ -202,11 +207,15 @@ def main() -> int:
     dropped = args.streams - via["ok"]
     print()
     print(f"streams through Patchbay: {via['ok']}/{args.streams} completed, {dropped} dropped, "
-          f"peak {via['peak_open']} open at once")
+          f"peak {via['peak_inflight']} in flight at once ({via['peak_open']} of them past their first token)")
     if direct is not None:
         added = via["ttft_p99"] - direct["ttft_p99"]
+        sane = direct["ok"] == args.streams and direct["listen_overflows"] == 0
+        verdict = ("not measurable: the direct baseline itself dropped streams or overflowed listen queues, "
+                   "so this machine cannot carry the load even without the gateway") if not sane else \
+            "met" if added < 5 and dropped == 0 else "MISSED"
         print(f"time to first token p99: direct {fmt(direct['ttft_p99'], 2)} ms, through Patchbay "
-              f"{fmt(via['ttft_p99'], 2)} ms -> added {added:+.2f} ms (target < 5 ms: {'met' if added < 5 else 'MISSED'})")
+              f"{fmt(via['ttft_p99'], 2)} ms -> added {added:+.2f} ms (target < 5 ms: {verdict})")
         print(f"time to first token p50: direct {fmt(direct['ttft_p50'], 2)} ms, through Patchbay "
               f"{fmt(via['ttft_p50'], 2)} ms -> added {via['ttft_p50'] - direct['ttft_p50']:+.2f} ms")
     print(f"gateway peak RSS {peak_mb:.0f} MB (idle before the run {idle_kb / 1024:.0f} MB; target < 600 MB: "
