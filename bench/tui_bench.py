@@ -8,16 +8,16 @@ a 1 s refresh; first paint < 1.5 s; history page change < 100 ms with 1,000,000
 rows in the log.
 
 1. Idle CPU and first paint. Fake vendors and a real gateway with N targets run
-   in this process (a background loop, with light synthetic traffic so every
-   state event carries changes). `patchbay tui` runs as its own process on a
+   as their own processes, with light synthetic traffic from this one so every
+   state event carries changes. `patchbay tui` runs as its own process on a
    200x50 pseudo-terminal, exactly as an operator would start it. First paint =
    from spawn until the terminal receives a rendered tile (a state word); idle
    CPU = the TUI process's own utime+stime over --idle-seconds with no key
    pressed, after a 3 s settle.
 2. History paging. A 1,000,000-request log is built with the store's own insert
-   path (bench/store_queries.py), a gateway serves it, and the TUI (headless, in
-   this process, driven by Pilot) pages forward and back: each figure is from the
-   key press to the new page in the table, end to end (HTTP, SQLite, JSON, widget).
+   path (bench/store_queries.py), `patchbay serve` serves it, and the TUI (headless,
+   in this process) pages forward and back: each figure is from the key event to
+   the new page in the table, end to end (HTTP, SQLite, JSON, widget).
 
 Bounded: fixed durations and page counts; everything started is stopped.
 """
@@ -45,13 +45,22 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.common import cpu_seconds, machine_line  # noqa: E402
+from bench.common import (  # noqa: E402
+    Procs,
+    cpu_seconds,
+    free_port,
+    machine_line,
+    python_env,
+    start_mock,
+    start_patchbay,
+    wait_http,
+)
 
 TOKEN = "bench-admin-token"
 
 
 class BgLoop:
-    """An asyncio loop in a thread: the gateway and fake vendors live here."""
+    """An asyncio loop in a thread: the synthetic traffic runs here."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -66,7 +75,8 @@ class BgLoop:
         self.thread.join(5)
 
 
-def gateway_config(mock_url: str, workdir: Path, n_targets: int, db: str | None) -> dict[str, Any]:
+def gateway_config(mock_url: str, workdir: Path, n_targets: int, db: str | None,
+                   port: int, admin_port: int, prober: bool) -> dict[str, Any]:
     dialects = [("openai", "openai", f"{mock_url}/openai/v1"),
                 ("deepseek", "openai", f"{mock_url}/deepseek/v1"),
                 ("anthropic", "anthropic", f"{mock_url}/anthropic"),
@@ -78,28 +88,31 @@ def gateway_config(mock_url: str, workdir: Path, n_targets: int, db: str | None)
     routes = [{"name": f"route-{r}", "targets": targets[r * 5:(r + 1) * 5]}
               for r in range((n_targets + 4) // 5)]
     return {
-        "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0",
+        "server": {"listen": f"127.0.0.1:{port}", "admin_listen": f"127.0.0.1:{admin_port}",
                    "admin_token_env": "PATCHBAY_BENCH_ADMIN_TOKEN"},
         "store": {"path": db or str(workdir / "patchbay.db")},
-        "prober": {"enabled": True, "interval": 15},
+        "prober": {"enabled": prober, "interval": 15},
         "vendors": {name: {"kind": kind, "base_url": url} for name, kind, url in dialects},
         "routes": routes,
     }
 
 
-async def start_stack(workdir: Path, n_targets: int, db: str | None, prober: bool = True):
-    from gateway.app import Gateway
-    from gateway.config import parse_config
-    from gateway.mock.server import start_mock
+def start_stack(procs: Procs, workdir: Path, n_targets: int, db: str | None,
+                prober: bool = True) -> tuple[str, str, list[str]]:
+    """Fake vendors and `patchbay serve` as their own processes, as in production."""
+    import tomli_w
 
-    mock = await start_mock()
-    raw = gateway_config(mock.url, workdir, n_targets, db)
-    raw["prober"]["enabled"] = prober
-    env = {"PATCHBAY_BENCH_ADMIN_TOKEN": TOKEN}
-    cfg = parse_config(raw, str(workdir / "patchbay.toml"), env)
-    gw = Gateway(cfg, env=env, with_prober=prober)
-    await gw.start()
-    return mock, gw
+    mock_port, port, admin_port = free_port(), free_port(), free_port()
+    start_mock(procs, mock_port)
+    raw = gateway_config(f"http://127.0.0.1:{mock_port}", workdir, n_targets, db, port,
+                         admin_port, prober)
+    cfg = workdir / "patchbay.toml"
+    cfg.write_bytes(tomli_w.dumps(raw).encode())
+    env = {**python_env(), "PATCHBAY_BENCH_ADMIN_TOKEN": TOKEN}
+    start_patchbay(procs, cfg, port, env=env)
+    wait_http(f"http://127.0.0.1:{admin_port}/admin/state")
+    return (f"http://127.0.0.1:{port}", f"http://127.0.0.1:{admin_port}",
+            [r["name"] for r in raw["routes"]])
 
 
 async def traffic(gw_url: str, routes: list[str], rps: float, stop: asyncio.Event) -> int:
@@ -174,51 +187,48 @@ class PtyReader(threading.Thread):
 
 
 def bench_idle(n_targets: int, idle_seconds: float) -> dict[str, float]:
-    bg = BgLoop()
     workdir = Path(tempfile.mkdtemp(prefix="pb-tui-bench-"))
-    mock, gw = bg.run(start_stack(workdir, n_targets, None))
-    stop = asyncio.Event()
-    routes = list(gw.config.routes)
-    fut = asyncio.run_coroutine_threadsafe(traffic(gw.url, routes, 5.0, stop), bg.loop)
-    proc = master = reader = None
-    try:
-        t0 = time.perf_counter()
-        proc, master = spawn_tui(gw.admin_url)
-        reader = PtyReader(master, [b"HEALTHY", b"DEGRADED", b"THROTTLED"])
-        reader.start()
-        deadline = time.perf_counter() + 30
-        while reader.t_paint is None and time.perf_counter() < deadline and proc.poll() is None:
-            time.sleep(0.01)
-        if reader.t_paint is None:
-            raise RuntimeError("the TUI never painted a tile within 30 s")
-        first_paint = reader.t_paint - t0
-        first_byte = (reader.t_first_byte or reader.t_paint) - t0
-        time.sleep(3.0)                                 # settle: imports, first layout, SSE open
-        c0, w0, b0 = cpu_seconds(proc.pid), time.perf_counter(), reader.bytes
-        time.sleep(idle_seconds)
-        c1, w1, b1 = cpu_seconds(proc.pid), time.perf_counter(), reader.bytes
-        return {"first_byte_s": first_byte, "first_paint_s": first_paint,
-                "idle_cpu_pct": 100.0 * (c1 - c0) / (w1 - w0),
-                "terminal_bytes_per_s": (b1 - b0) / (w1 - w0)}
-    finally:
-        if proc is not None and master is not None:
-            try:
-                os.write(master, b"q")
-                proc.wait(5)
-            except (OSError, subprocess.TimeoutExpired):
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(5)
-        if reader is not None:
-            reader.stop_flag = True
-            reader.join(2)
-        if master is not None:
-            os.close(master)
-        stop_ev = stop
-        bg.loop.call_soon_threadsafe(stop_ev.set)
-        fut.result(10)
-        bg.run(gw.stop())
-        bg.run(mock.stop())
-        bg.close()
+    with Procs(workdir) as procs:
+        gw_url, admin_url, routes = start_stack(procs, workdir, n_targets, None)
+        bg = BgLoop()
+        stop = asyncio.Event()
+        fut = asyncio.run_coroutine_threadsafe(traffic(gw_url, routes, 5.0, stop), bg.loop)
+        proc = master = reader = None
+        try:
+            t0 = time.perf_counter()
+            proc, master = spawn_tui(admin_url)
+            reader = PtyReader(master, [b"HEALTHY", b"DEGRADED", b"THROTTLED"])
+            reader.start()
+            deadline = time.perf_counter() + 30
+            while reader.t_paint is None and time.perf_counter() < deadline and proc.poll() is None:
+                time.sleep(0.01)
+            if reader.t_paint is None:
+                raise RuntimeError("the TUI never painted a tile within 30 s")
+            first_paint = reader.t_paint - t0
+            first_byte = (reader.t_first_byte or reader.t_paint) - t0
+            time.sleep(3.0)                             # settle: first layout, SSE open
+            c0, w0, b0 = cpu_seconds(proc.pid), time.perf_counter(), reader.bytes
+            time.sleep(idle_seconds)
+            c1, w1, b1 = cpu_seconds(proc.pid), time.perf_counter(), reader.bytes
+            return {"first_byte_s": first_byte, "first_paint_s": first_paint,
+                    "idle_cpu_pct": 100.0 * (c1 - c0) / (w1 - w0),
+                    "terminal_bytes_per_s": (b1 - b0) / (w1 - w0)}
+        finally:
+            if proc is not None and master is not None:
+                try:
+                    os.write(master, b"q")
+                    proc.wait(5)
+                except (OSError, subprocess.TimeoutExpired):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(5)
+            if reader is not None:
+                reader.stop_flag = True
+                reader.join(2)
+            if master is not None:
+                os.close(master)
+            bg.loop.call_soon_threadsafe(stop.set)
+            fut.result(10)
+            bg.close()
 
 
 # ------------------------------------------------------------------ part 2: history paging
@@ -231,7 +241,8 @@ async def drive_history(admin_url: str, pages: int) -> dict[str, list[float]]:
     from tui.screens.history import HistoryScreen
 
     app = PatchbayApp(admin_url, TOKEN, refresh=1.0)
-    out: dict[str, list[float]] = {"next": [], "prev": [], "first": [], "filter": []}
+    out: dict[str, list[float]] = {"next": [], "prev": [], "first": [], "filter": [],
+                                   "fetch": [], "fill": []}
 
     async with app.run_test(size=(200, 50)) as pilot:
         async def until(cond, limit: float = 30.0) -> None:
@@ -257,12 +268,16 @@ async def drive_history(admin_url: str, pages: int) -> dict[str, list[float]]:
             key("n")
             await until(lambda: hist.pages_loaded > n)
             out["next"].append((time.perf_counter() - t) * 1000)
+            out["fetch"].append(hist.last_fetch_ms)
+            out["fill"].append(hist.last_fill_ms)
         for i in range(pages):
             n = hist.pages_loaded
             t = time.perf_counter()
             key("b")
             await until(lambda: hist.pages_loaded > n)
             out["prev"].append((time.perf_counter() - t) * 1000)
+            out["fetch"].append(hist.last_fetch_ms)
+            out["fill"].append(hist.last_fill_ms)
         from tui.client import HistoryFilters
         for target in ("openai/gpt-4.1", "gemini/gemini-2.0-flash", "vllm/local-mixtral"):
             n = hist.pages_loaded
@@ -280,19 +295,17 @@ def bench_history(rows: int, db: str | None, keep: bool, pages: int) -> dict[str
     path = db or os.path.join(tempfile.mkdtemp(prefix="pb-tui-hist-"), "history.db")
     built = None
     if not (os.path.exists(path) and keep):
-        if os.path.exists(path):
-            os.remove(path)
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
         print(f"building a {rows:,}-request log at {path} …", flush=True)
         built = build(path, rows)
-    bg = BgLoop()
     workdir = Path(tempfile.mkdtemp(prefix="pb-tui-hist-gw-"))
-    mock, gw = bg.run(start_stack(workdir, 4, path, prober=False))
     try:
-        times = asyncio.run(drive_history(gw.admin_url, pages))
+        with Procs(workdir) as procs:
+            _, admin_url, _ = start_stack(procs, workdir, 4, path, prober=False)
+            times = asyncio.run(drive_history(admin_url, pages))
     finally:
-        bg.run(gw.stop())
-        bg.run(mock.stop())
-        bg.close()
         if not keep and db is None:
             for suffix in ("", "-wal", "-shm"):
                 try:
@@ -324,7 +337,7 @@ def main() -> int:
     print(machine_line())
     idle = bench_idle(args.targets, args.idle_seconds)
     print(f"\nTUI process, {args.targets} targets, 1 s refresh, 200x50 pty, no keys pressed "
-          f"(gateway, fake vendors and 5 req/s of traffic run in the bench process):")
+          f"(gateway and fake vendors in their own processes, 5 req/s of traffic):")
     print(f"  first output         {idle['first_byte_s'] * 1000:7.0f} ms after spawn")
     print(f"  first paint (tiles)  {idle['first_paint_s'] * 1000:7.0f} ms after spawn   "
           f"(target < 1500 ms)")
@@ -342,6 +355,8 @@ def main() -> int:
         print(f"  next page (n)        {_stats(t['next'])}")
         print(f"  previous page (b)    {_stats(t['prev'])}")
         print(f"  new target filter    {_stats(t['filter'])}")
+        print(f"  of which admin API   {_stats(t['fetch'])}   (HTTP + SQLite + JSON)")
+        print(f"  of which table fill  {_stats(t['fill'])}")
     return 0
 
 

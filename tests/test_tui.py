@@ -30,6 +30,7 @@ from tui.screens.drill import DrillForm, DrillScreen
 from tui.screens.help import HelpScreen, sections
 from tui.screens.history import PAGE_SIZE, HistoryScreen
 from tui.widgets.confirm import ConfirmModal
+from tui.widgets.reqtable import RequestTable
 from tui.widgets.routes import RoutePanel
 from tui.widgets.tile import TargetTile
 
@@ -110,8 +111,8 @@ def test_tui_talks_to_the_gateway_only_through_the_admin_api():
 def test_every_binding_has_an_id():
     from tui.screens.detail import DetailScreen as D
     from tui.screens.drill import DrillTable
-    from tui.screens.history import HistoryTable
-    classes = [PatchbayApp, DashboardScreen, RoutePanel, HistoryScreen, HistoryTable, D,
+    from tui.widgets.reqtable import RequestTable
+    classes = [PatchbayApp, DashboardScreen, RoutePanel, HistoryScreen, RequestTable, D,
                DrillScreen, DrillTable, DrillForm, ConfirmModal, HelpScreen]
     missing = [(c.__name__, b.key) for c in classes for b in c.BINDINGS if not b.id]
     assert not missing, missing
@@ -341,7 +342,7 @@ async def test_history_keyset_paging_filters_search_and_detail(gw, mock):
                               "history screen")
         await wait_for(pilot, lambda: len(hist.rows) == PAGE_SIZE, "first page", timeout=20)
         page1 = [r["id"] for r in hist.rows]
-        assert hist.query_one(DataTable).row_count == PAGE_SIZE
+        assert hist.query_one(RequestTable).row_count == PAGE_SIZE
         await pilot.press("n")
         await wait_for(pilot, lambda: len(hist.stack) == 2 and not hist.is_loading, "page 2")
         page2 = [r["id"] for r in hist.rows]

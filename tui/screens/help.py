@@ -32,8 +32,9 @@ def sections(readonly: bool) -> list[tuple[str, list[tuple[str, str]]]]:
     from tui.screens.dashboard import DashboardScreen
     from tui.screens.detail import DetailScreen
     from tui.screens.drill import DrillForm, DrillScreen, DrillTable
-    from tui.screens.history import HistoryScreen, HistoryTable
+    from tui.screens.history import HistoryScreen
     from tui.widgets.confirm import ConfirmModal
+    from tui.widgets.reqtable import RequestTable
     from tui.widgets.routes import RoutePanel
 
     groups: list[tuple[str, list]] = [
@@ -42,8 +43,7 @@ def sections(readonly: bool) -> list[tuple[str, list[tuple[str, str]]]]:
         ("Dashboard: tiles (tab moves between tiles, routes, events)",
          [DashboardScreen.BINDINGS]),
         ("Dashboard: route panel (o or tab to reach it)", [RoutePanel.BINDINGS]),
-        ("History", [HistoryScreen.BINDINGS, HistoryTable.BINDINGS,
-                     [Binding("enter", "open", "Open the request's detail")]]),
+        ("History", [HistoryScreen.BINDINGS, RequestTable.BINDINGS]),
         ("Request detail", [DetailScreen.BINDINGS]),
         ("Drills", [DrillScreen.BINDINGS, DrillTable.BINDINGS]),
         ("Drill form", [DrillForm.BINDINGS]),

@@ -19,10 +19,11 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import Screen
 from textual.suggester import SuggestFromList
-from textual.widgets import DataTable, Footer, Input, Static
+from textual.widgets import Footer, Input, Static
 
 from tui import fmt
 from tui.client import AdminError, AdminUnreachable, HistoryFilters
+from tui.widgets.reqtable import Column, RequestTable
 from tui.widgets.topbar import TopBar
 
 if TYPE_CHECKING:
@@ -79,15 +80,6 @@ def _cost(v: Any, narrow: bool) -> str:
     return fmt.money(v)
 
 
-class HistoryTable(DataTable):
-    """DataTable with the j/k keys operators expect."""
-
-    BINDINGS = [
-        Binding("j", "cursor_down", "Down", show=False, id="history.down"),
-        Binding("k", "cursor_up", "Up", show=False, id="history.up"),
-    ]
-
-
 class PageLoaded(Message):
     def __init__(self, rows: list[dict[str, Any]], next_cursor: str | None,
                  stack: list[str | None], elapsed_ms: float) -> None:
@@ -124,7 +116,9 @@ class HistoryScreen(Screen):
         self.next_cursor: str | None = None
         self.rows: list[dict[str, Any]] = []
         self.is_loading = False
-        self.last_page_ms: float | None = None
+        self.last_page_ms: float | None = None    # fetch + fill of the last page (bench)
+        self.last_fetch_ms: float | None = None
+        self.last_fill_ms: float | None = None
         self.pages_loaded = 0
         self._layout: str | None = None
         self._target_width = 14
@@ -146,7 +140,7 @@ class HistoryScreen(Screen):
             yield Input(placeholder="since 1h", id="f-since", compact=True)
             yield Input(placeholder="until", id="f-until", compact=True)
             yield Input(self.filters.q, placeholder="/ search", id="f-q", compact=True)
-        yield HistoryTable(id="hist-table", cursor_type="row", zebra_stripes=True)
+        yield RequestTable(id="hist-table")
         yield Static(id="hist-status")
         yield Footer(compact=True, show_command_palette=False)
 
@@ -166,19 +160,18 @@ class HistoryScreen(Screen):
         if layout == self._layout and not force:
             return
         self._layout = layout
-        table = self.query_one(HistoryTable)
-        table.clear(columns=True)
         if layout == "narrow":
-            spec = [("time", 8), ("route", 6), ("target", max(12, width - 66)),
+            spec = [("time", 8), ("route", 6), ("target", max(12, width - 64)),
                     ("result", 6), ("att", 3), ("lat", 5), ("ttft", 5), ("tok", 5),
                     ("cost", 6)]
         else:
-            spec = [("time", 14), ("route", 12), ("final target", max(24, min(40, width - 110))),
+            spec = [("time", 14), ("route", 12), ("final target", max(24, min(40, width - 96))),
                     ("outcome", 12), ("att", 3), ("latency", 7), ("ttft", 7),
                     ("tokens", 11), ("cost", 8)]
         self._target_width = spec[2][1]
-        for label, w in spec:
-            table.add_column(label, width=w, key=label)
+        right = {"att", "lat", "latency", "ttft", "tok", "tokens", "cost"}
+        self.query_one(RequestTable).set_columns(
+            [Column(label, w, right=label in right) for label, w in spec])
         self._fill()
 
     def _cells(self, r: dict[str, Any], now: float) -> list[Text | str]:
@@ -204,19 +197,17 @@ class HistoryScreen(Screen):
             Text(tgt, no_wrap=True, overflow="ellipsis"),
             Text(outcome, style=ostyle),
             att,
-            Text(fmt.ms(r.get("latency_ms")), justify="right"),
-            Text(fmt.ms(r.get("ttft_ms")), justify="right"),
-            Text(tok, justify="right"),
-            Text(_cost(r.get("cost"), narrow), justify="right"),
+            fmt.ms(r.get("latency_ms")),
+            fmt.ms(r.get("ttft_ms")),
+            tok,
+            _cost(r.get("cost"), narrow),
         ]
         return [fmt.mono(c) if isinstance(c, Text) else c for c in cells]
 
     def _fill(self) -> None:
-        table = self.query_one(HistoryTable)
-        table.clear()
         now = self.papp.clock()
-        for r in self.rows:
-            table.add_row(*self._cells(r, now), key=str(r.get("id")))
+        self.query_one(RequestTable).set_rows([str(r.get("id")) for r in self.rows],
+                                              [self._cells(r, now) for r in self.rows])
         self._status()
 
     def _status(self) -> None:
@@ -275,7 +266,9 @@ class HistoryScreen(Screen):
         self.rows, self.next_cursor, self.stack = msg.rows, msg.next_cursor, msg.stack
         self._fill()
         self.pages_loaded += 1
-        self.last_page_ms = msg.elapsed_ms + (time.perf_counter() - t0) * 1000
+        self.last_fetch_ms = msg.elapsed_ms
+        self.last_fill_ms = (time.perf_counter() - t0) * 1000
+        self.last_page_ms = self.last_fetch_ms + self.last_fill_ms
 
     @on(PageFailed)
     def _failed(self, msg: PageFailed) -> None:
@@ -310,7 +303,7 @@ class HistoryScreen(Screen):
         self.filters = f
         self.stack = [None]
         self.load(None, push=False)
-        self.query_one(HistoryTable).focus()
+        self.query_one(RequestTable).focus()
 
     def set_filters(self, filters: HistoryFilters) -> None:
         """Programmatic filter change (tests, palette): same path as typing + enter."""
@@ -355,13 +348,11 @@ class HistoryScreen(Screen):
 
     def action_back(self) -> None:
         if isinstance(self.focused, Input):
-            self.query_one(HistoryTable).focus()
+            self.query_one(RequestTable).focus()
             return
         self.app.pop_screen()
 
-    @on(DataTable.RowSelected)
-    def _open(self, event: DataTable.RowSelected) -> None:
+    @on(RequestTable.RowSelected)
+    def _open(self, event: RequestTable.RowSelected) -> None:
         from tui.screens.detail import DetailScreen
-        rid = event.row_key.value
-        if rid:
-            self.app.push_screen(DetailScreen(rid))
+        self.app.push_screen(DetailScreen(event.key))
