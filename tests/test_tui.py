@@ -579,3 +579,12 @@ async def test_no_color_dashboard_shows_open_target_inverted(monkeypatch):
             assert styles and styles[0].reverse and styles[0].color is None
     finally:
         srv.stop()
+
+
+async def test_pointing_at_the_client_api_instead_of_admin_says_so(gw):
+    app = PatchbayApp(gw.url, TOKEN, refresh=0.2)        # the data listener, not admin_listen
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.connected is False, "refused")
+        text = _export_text(app)
+        assert "not as a Patchbay admin API" in text and "admin_listen" in text
+        assert "Traceback" not in text

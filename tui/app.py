@@ -135,19 +135,20 @@ class PatchbayApp(App[int]):
                     elif isinstance(msg.data, dict):
                         self.post_message(GatewayEvent(msg.event, msg.data))
                 problem, auth = "the gateway closed the event stream", False
+                http = False
             except AdminAuthError as exc:
-                problem, auth = f"HTTP {exc.status}: {exc.message}", True
+                problem, auth, http = f"HTTP {exc.status}: {exc.message}", True, False
             except AdminUnreachable as exc:
-                problem, auth = str(exc), False
+                problem, auth, http = str(exc), False, False
             except AdminError as exc:
-                problem, auth = f"HTTP {exc.status}: {exc.message}", False
+                problem, auth, http = f"HTTP {exc.status}: {exc.message}", False, True
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let a surprise become a traceback
-                problem, auth = f"{type(exc).__name__}: {exc}", False
+                problem, auth, http = f"{type(exc).__name__}: {exc}", False, False
             attempt += 1
             delay = RECONNECT_DELAYS[min(attempt - 1, len(RECONNECT_DELAYS) - 1)]
-            self.post_message(ConnectionChanged(False, problem, auth, delay, attempt))
+            self.post_message(ConnectionChanged(False, problem, auth, delay, attempt, http))
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
@@ -202,7 +203,7 @@ class PatchbayApp(App[int]):
         else:
             self.last_problem = message.problem
             self._dashboard().show_disconnected(message.problem, message.auth,
-                                                message.retry_in, message.attempt)
+                                                message.retry_in, message.attempt, message.http)
         self._sync_topbar()
         self.refresh_bindings()
 
@@ -245,6 +246,8 @@ class PatchbayApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.readonly and action in MODIFYING_ACTIONS:
             return False
+        if action == "drill_form":
+            return bool(self.state.targets) and self.connected is not False
         return True
 
     # -- app actions ---------------------------------------------------------------

@@ -84,6 +84,22 @@ def _error_message(resp: httpx.Response) -> str:
     return json.dumps(body)[:300]
 
 
+def _transport_problem(exc: httpx.TransportError) -> str:
+    """Words an operator can act on, instead of an exception class name."""
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "no answer within the connect timeout (firewall, wrong host, or the box is down)"
+    if isinstance(exc, httpx.ConnectError):
+        text = str(exc).lower()
+        if "name" in text and ("resolve" in text or "known" in text):
+            return f"the host name does not resolve ({exc})"
+        return "connection refused: nothing is listening there"
+    if isinstance(exc, httpx.ReadTimeout):
+        return "the gateway accepted the connection but stopped answering"
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError)):
+        return "the connection dropped (the gateway restarted or a proxy cut it)"
+    return f"{type(exc).__name__}: {exc or 'no answer'}"
+
+
 def _tid(target_id: str) -> str:
     """Target ids hold a slash (`vendor/model`): percent-encode it for the path."""
     return quote(target_id, safe="")
@@ -128,7 +144,7 @@ class AdminClient:
         try:
             resp = await self._http.request(method, path, json=json_body, params=params)
         except httpx.TransportError as exc:  # connect, read, timeouts, protocol
-            raise AdminUnreachable(f"{type(exc).__name__}: {exc or 'no answer'}") from None
+            raise AdminUnreachable(_transport_problem(exc)) from None
         if resp.status_code in (401, 403):
             raise AdminAuthError(resp.status_code, _error_message(resp))
         if resp.status_code >= 400:
@@ -184,7 +200,7 @@ class AdminClient:
                     elif name == "data":
                         data.append(value)
         except httpx.TransportError as exc:
-            raise AdminUnreachable(f"{type(exc).__name__}: {exc or 'stream closed'}") from None
+            raise AdminUnreachable(_transport_problem(exc)) from None
 
     async def requests(self, filters: HistoryFilters | Mapping[str, str] | None = None,
                        cursor: str | None = None, limit: int = 50) -> dict[str, Any]:

@@ -28,8 +28,9 @@ class ConnectionChanged(Message):
     """The link to the gateway came up or went down; `problem` says why in words."""
 
     def __init__(self, connected: bool, problem: str = "", auth: bool = False,
-                 retry_in: float = 0.0, attempt: int = 0) -> None:
+                 retry_in: float = 0.0, attempt: int = 0, http: bool = False) -> None:
         super().__init__()
+        self.http = http            # something answered, but not as a working admin API
         self.connected = connected
         self.problem = problem
         self.auth = auth

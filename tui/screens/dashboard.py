@@ -76,7 +76,7 @@ class DashboardScreen(Screen):
         Binding("v", "disable_vendor", "Vendor", id="dash.disable_vendor"),
         Binding("e", "enable_target", "Enable", id="dash.enable"),
         Binding("E", "enable_vendor", "Enable vendor", show=False, id="dash.enable_vendor"),
-        Binding("R", "reconnect", "Reconnect", show=False, id="dash.reconnect"),
+        Binding("R", "reconnect", "Retry now", id="dash.reconnect"),
     ]
 
     def __init__(self) -> None:
@@ -111,7 +111,7 @@ class DashboardScreen(Screen):
         self.query_one("#dash-main").display = False
         last = self.papp.last_connection
         if last is not None and not last.connected:   # the worker was quicker than our mount
-            self.show_disconnected(last.problem, last.auth, last.retry_in, last.attempt)
+            self.show_disconnected(last.problem, last.auth, last.retry_in, last.attempt, last.http)
         else:
             self._show_offline(Text("Connecting to " + self.papp.admin_url + " …", style="bold"))
 
@@ -153,9 +153,15 @@ class DashboardScreen(Screen):
     def add_event(self, kind: str, data: dict[str, Any]) -> None:
         self.query_one(EventFeed).add(kind, data)
 
-    def show_disconnected(self, problem: str, auth: bool, retry_in: float, attempt: int) -> None:
+    def show_disconnected(self, problem: str, auth: bool, retry_in: float, attempt: int,
+                          http: bool = False) -> None:
         t = Text(justify="center")
-        if auth:
+        if http:
+            t.append("Something answered, but not as a Patchbay admin API\n\n", style="bold yellow")
+            t.append(f"{self.papp.admin_url} answered: {problem}\n\n")
+            t.append("Point --admin-url at the gateway's admin listener (admin_listen),\n"
+                     "not at the client API (listen).\n", style="dim")
+        elif auth:
             t.append("The gateway refused the admin token\n\n", style="bold yellow")
             t.append(f"{self.papp.admin_url} answered: {problem}\n\n")
             t.append("Set PATCHBAY_ADMIN_TOKEN to the gateway's admin token and restart,\n"
@@ -164,7 +170,8 @@ class DashboardScreen(Screen):
             t.append("Cannot reach the gateway\n\n", style="bold yellow")
             t.append(f"{self.papp.admin_url}\n", style="bold")
             t.append(f"{problem}\n\n", style="dim")
-            t.append("Is `patchbay serve` running, and is --admin-url right?\n", style="dim")
+            t.append("Check that `patchbay serve` runs there and that --admin-url\n"
+                     "points at its admin listener (admin_listen, not listen).\n", style="dim")
         t.append(f"\nRetrying in {retry_in:.0f}s (attempt {attempt}).", style="")
         t.append("  R: retry now   q: quit", style="bold")
         self._show_offline(t)
@@ -264,6 +271,6 @@ class DashboardScreen(Screen):
         if action == "reconnect":
             return not self.papp.connected
         if action in ("disable_target", "disable_vendor", "enable_target", "enable_vendor",
-                      "focus_routes", "target_history"):
-            return bool(self._state.targets) or None
+                      "focus_routes", "target_history", "tile"):
+            return bool(self._state.targets) and self.papp.connected is not False
         return True

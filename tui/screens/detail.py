@@ -34,6 +34,7 @@ class DetailLoaded(Message):
 
 
 def render_summary(d: dict[str, Any], width: int = 80) -> Text:
+    """Six short lines at most, so the attempt chain fits below it even at 80x24."""
     t = Text()
     outcome = str(d.get("outcome") or "?")
     t.append(f"{d.get('id')}  ", style="bold")
@@ -41,28 +42,28 @@ def render_summary(d: dict[str, Any], width: int = 80) -> Text:
              style="bold " + fmt.OUTCOME_STYLE.get(outcome, ""))
     if d.get("drill_id"):
         t.append(f"  ⚑ drill {d['drill_id']}", style="magenta")
-    t.append("\n")
-    pairs = [
-        ("time", fmt.date_time(d.get("ts"))),
-        ("route", str(d.get("route") or fmt.DASH)),
-        ("stream", "yes" if d.get("stream") else "no"),
-        ("answered by", str(d.get("final_target") or fmt.DASH)),
-        ("model", str(d.get("model") or fmt.DASH)),
-        ("attempts", f"{_n_attempts(d)} ({d.get('failovers') or 0} failover)"),
-        ("latency", fmt.ms(d.get("latency_ms"))),
-        ("first token", fmt.ms(d.get("ttft_ms"))),
-        ("tokens in/out", fmt.tokens(d.get("prompt_tokens"), d.get("completion_tokens"))),
-        ("cost", fmt.money(d.get("cost")) if d.get("cost") is not None else fmt.DASH),
-    ]
-    two_cols = width >= 110
-    for i, (k, v) in enumerate(pairs):
-        t.append(f"{k:>13} ", style="dim")
-        if two_cols:
-            t.append(f"{v:<40}" if i % 2 == 0 else v + "\n")
-        else:
-            t.append(v + "\n")
+
+    def line(*pairs: tuple[str, str]) -> None:
+        t.append("\n")
+        for i, (label, value) in enumerate(pairs):
+            if i:
+                t.append(" · ", style="dim")
+            if label:
+                t.append(f"{label} ", style="dim")
+            t.append(value)
+
+    line(("", fmt.date_time(d.get("ts"))), ("route", str(d.get("route") or fmt.DASH)),
+         ("", "streaming" if d.get("stream") else "not streaming"))
+    answered = str(d.get("final_target") or fmt.DASH)
+    model = d.get("model")
+    line(("answered by", answered + (f" (model {model})" if model and
+                                      not answered.endswith("/" + str(model)) else "")))
+    line(("attempts", f"{_n_attempts(d)} ({d.get('failovers') or 0} failover)"),
+         ("latency", fmt.ms(d.get("latency_ms"))), ("first token", fmt.ms(d.get("ttft_ms"))))
+    line(("tokens in/out", fmt.tokens(d.get("prompt_tokens"), d.get("completion_tokens"))),
+         ("cost", fmt.money(d.get("cost")) if d.get("cost") is not None else fmt.DASH))
     if d.get("error_class") or d.get("error_message"):
-        t.append("\n        error ", style="dim")
+        t.append("\nerror ", style="dim")
         t.append(f"{d.get('error_class') or ''} {d.get('error_message') or ''}".strip(),
                  style="red")
     return t
@@ -86,7 +87,7 @@ def render_timeline(d: dict[str, Any], width: int) -> Text:
         lat = (a.get("latency_ms") or 0) / 1000
         spans.append((off, lat))
     total = max([o + l for o, l in spans] + [(d.get("latency_ms") or 0) / 1000, 0.001])
-    bar_w = max(10, width - 12)
+    bar_w = max(10, min(120, width - 6))
     for a, (off, lat) in zip(attempts, spans):
         ok = a.get("outcome") == "ok"
         style = "green" if ok else "red"
@@ -110,7 +111,8 @@ def render_timeline(d: dict[str, Any], width: int) -> Text:
         if a.get("error"):
             t.append("   └ ", style="dim")
             t.append(fmt.clip(a["error"], max(20, width - 6)) + "\n", style="red")
-    t.append(f"   0s{' ' * max(1, bar_w - 6)}{total:.2f}s", style="dim")
+    end_label = f"{total:.2f}s"
+    t.append(f"   0s{' ' * max(1, bar_w + 4 - 5 - len(end_label) + 1)}{end_label}", style="dim")
     return t
 
 
