@@ -467,14 +467,15 @@ class PatchbayApp(App[int]):
         yield SystemCommand("History", "Browse the request log (h)", self.action_history)
         yield SystemCommand("Drills", "Past and running drills with reports (r)",
                             self.action_drills)
-        yield SystemCommand("Help", "Every key of every view (?)", self.action_help)
+        yield SystemCommand("Help", "Every key of every view (?); type 'disable' or a target "
+                            "name here to find its commands", self.action_help)
         yield SystemCommand("Pause / resume live updates", "Freeze the dashboard (p)",
                             self.action_pause)
         yield SystemCommand("Reconnect now", "Retry the gateway immediately",
                             self.reconnect_now)
         for t in self.state.targets:
             yield SystemCommand(f"History of {t.id}", "Requests that ended on this target",
-                                lambda t=t: self.open_history(target=t.id))
+                                lambda t=t: self.open_history(target=t.id), discover=False)
         if not self.readonly:
             yield SystemCommand("Start a drill…", "Inject a fault on a target (D)",
                                 self.action_drill_form)
@@ -484,15 +485,15 @@ class PatchbayApp(App[int]):
             for t in self.state.targets:
                 if t.disabled:
                     yield SystemCommand(f"Enable target {t.id}", "Put it back in its routes",
-                                        lambda t=t: self.do_enable_target(t))
+                                        lambda t=t: self.do_enable_target(t), discover=False)
                 else:
                     yield SystemCommand(f"Disable target {t.id}", "Asks y/n first",
-                                        lambda t=t: self.ask_disable_target(t))
+                                        lambda t=t: self.ask_disable_target(t), discover=False)
             for v in self.state.vendors():
                 yield SystemCommand(f"Disable vendor {v}", "Every target it serves; asks y/n",
-                                    lambda v=v: self.ask_disable_vendor(v))
+                                    lambda v=v: self.ask_disable_vendor(v), discover=False)
                 yield SystemCommand(f"Enable vendor {v}", "Every target it serves",
-                                    lambda v=v: self.do_enable_vendor(v))
+                                    lambda v=v: self.do_enable_vendor(v), discover=False)
         yield from super().get_system_commands(screen)
 
     def _focus_route(self, name: str) -> None:
