@@ -45,6 +45,16 @@ class TopBar(Static):
             self.update(text, layout=False)
 
     def _text(self) -> Text:
+        full = self._build(compact=False)
+        if self.size.width and full.cell_len > self.size.width:
+            return self._build(compact=True)
+        return full
+
+    def on_resize(self) -> None:
+        self._last = None
+        self.show()
+
+    def _build(self, compact: bool) -> Text:
         st = self._state
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append(" Patchbay ", style="bold reverse")
@@ -63,15 +73,19 @@ class TopBar(Static):
             counts: dict[str, int] = {}
             for x in st.targets:
                 counts[x.state] = counts.get(x.state, 0) + 1
-            t.append(f"  {len(st.targets)} targets: ", style="dim")
-            t.append(f"{counts.get('healthy', 0)} healthy", style="green")
-            bad = len(st.targets) - counts.get("healthy", 0)
-            if bad:
-                t.append(f", {bad} not", style="bold yellow")
+            healthy = counts.pop("healthy", 0)
+            t.append(f"  {healthy}/{len(st.targets)} healthy",
+                     style="green" if not counts else "bold")
+            for state, n in sorted(counts.items(), key=lambda kv: -kv[1]):
+                sym, style = fmt.state_style(state)
+                t.append(" " if compact else " · ", style="dim")
+                t.append(f"{sym}{n}" if compact else f"{n} {state}",
+                         style=style.replace("reverse", "").strip())
         running = st.running_drills()
         if running:
             t.append(f"  ⚑ drill running", style="bold magenta")
         if not st.store_ok:
             t.append(f"  store failing ({st.rows_not_written} rows lost)", style="bold red")
-        t.append(f"  {self.url}", style="dim")
+        if not compact:
+            t.append(f"  {self.url}", style="dim")
         return t
