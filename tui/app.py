@@ -56,13 +56,20 @@ class PatchbayApp(App[int]):
     ENABLE_COMMAND_PALETTE = True
 
     BINDINGS = [
-        Binding("h", "history", "History", id="app.history"),
-        Binding("D", "drill_form", "Drill", id="app.drill"),
-        Binding("r", "drills", "Drills", show=False, id="app.drills"),
-        Binding("p", "pause", "Pause", show=False, id="app.pause"),
-        Binding("colon", "command_palette", "Commands", show=False, id="app.palette"),
-        Binding("question_mark", "help", "Help", id="app.help"),
-        Binding("q", "quit", "Quit", id="app.quit"),
+        Binding("h", "history", "History", id="app.history",
+                tooltip="Request history (or : then history)"),
+        Binding("D", "drill_form", "Drill", id="app.drill",
+                tooltip="Start a failover drill: form, then y/n"),
+        Binding("r", "drills", "Drills", show=False, id="app.drills",
+                tooltip="Drills: running and past, with their reports"),
+        Binding("p", "pause", "Pause", show=False, id="app.pause",
+                tooltip="Pause / resume live updates"),
+        Binding("colon", "command_palette", "Commands", show=False, id="app.palette",
+                tooltip="Command palette: views and actions (also ctrl+p)"),
+        Binding("question_mark", "help", "Help", id="app.help",
+                tooltip="This help"),
+        Binding("q", "quit", "Quit", id="app.quit",
+                tooltip="Quit"),
     ]
 
     def __init__(self, admin_url: str = DEFAULT_ADMIN_URL, token: str | None = None,

@@ -99,7 +99,8 @@ class DrillForm(ModalScreen[dict | None]):
 
     BINDINGS = [
         Binding("escape", "cancel", "Cancel", id="drillform.cancel"),
-        Binding("ctrl+s", "submit", "Start", id="drillform.submit"),
+        Binding("ctrl+s", "submit", "Start", id="drillform.submit",
+                tooltip="Start (asks y/n first)"),
     ]
 
     def __init__(self, targets: list[str], target: str | None) -> None:
@@ -232,8 +233,10 @@ class DrillScreen(Screen):
     AUTO_FOCUS = "#drill-list"
 
     BINDINGS = [
-        Binding("c", "cancel_drill", "Stop drill", id="drills.cancel"),
-        Binding("N", "new_drill", "New drill", id="drills.new"),
+        Binding("c", "cancel_drill", "Stop drill", id="drills.cancel",
+                tooltip="Stop the selected running drill now (y/n)"),
+        Binding("N", "new_drill", "New drill", id="drills.new",
+                tooltip="New drill"),
         Binding("escape", "back", "Back", id="drills.back"),
     ]
 

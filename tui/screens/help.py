@@ -38,8 +38,7 @@ def sections(readonly: bool) -> list[tuple[str, list[tuple[str, str]]]]:
     from tui.widgets.routes import RoutePanel
 
     groups: list[tuple[str, list]] = [
-        ("Everywhere", [PatchbayApp.BINDINGS, [Binding("ctrl+p", "command_palette",
-                                                       "Command palette (also :)")]]),
+        ("Everywhere", [PatchbayApp.BINDINGS]),
         ("Dashboard: tiles (tab moves between tiles, routes, events)",
          [DashboardScreen.BINDINGS]),
         ("Dashboard: route panel (o or tab to reach it)", [RoutePanel.BINDINGS]),
@@ -49,16 +48,20 @@ def sections(readonly: bool) -> list[tuple[str, list[tuple[str, str]]]]:
         ("Drill form", [DrillForm.BINDINGS]),
         ("Confirmations", [ConfirmModal.BINDINGS]),
     ]
+    # In readonly nothing can be changed, so the keys that only serve changes go too.
+    hidden = MODIFYING_ACTIONS | {"discard", "submit", "reason", "answer"} if readonly else set()
     out = []
     for title, lists in groups:
+        if readonly and title in ("Drill form", "Confirmations"):
+            continue
         rows = []
         for bindings in lists:
             for b in bindings:
                 assert isinstance(b, Binding)
                 action = b.action.split("(")[0].removeprefix("app.")
-                if readonly and action in MODIFYING_ACTIONS:
+                if action in hidden:
                     continue
-                rows.append((key_label(b.key), b.description))
+                rows.append((key_label(b.key), b.tooltip or b.description))
         if rows:
             out.append((title, rows))
     return out

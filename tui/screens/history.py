@@ -100,12 +100,18 @@ class HistoryScreen(Screen):
     AUTO_FOCUS = "#hist-table"
 
     BINDINGS = [
-        Binding("n,right_square_bracket", "page(1)", "Next page", id="history.next"),
-        Binding("b,left_square_bracket", "page(-1)", "Prev page", id="history.prev"),
-        Binding("slash", "search", "Search", id="history.search"),
-        Binding("f", "filters", "Filters", id="history.filters"),
-        Binding("x", "clear", "Clear", id="history.clear"),
-        Binding("g", "reload", "Reload", show=False, id="history.reload"),
+        Binding("n,right_square_bracket", "page(1)", "Next page", id="history.next",
+                tooltip="Next page (older requests)"),
+        Binding("b,left_square_bracket", "page(-1)", "Prev page", id="history.prev",
+                tooltip="Previous page (newer requests)"),
+        Binding("slash", "search", "Search", id="history.search",
+                tooltip="Free-text search over route, target, error (enter applies)"),
+        Binding("f", "filters", "Filters", id="history.filters",
+                tooltip="Edit filters: route, target, outcome, since, until (enter applies)"),
+        Binding("x", "clear", "Clear", id="history.clear",
+                tooltip="Clear all filters"),
+        Binding("g", "reload", "Reload", show=False, id="history.reload",
+                tooltip="Reload from the newest request"),
         Binding("escape", "back", "Back", id="history.back"),
     ]
 
@@ -344,6 +350,7 @@ class HistoryScreen(Screen):
         self.load(None, push=False)
 
     def action_reload(self) -> None:
+        self.stack = [None]
         self.load(None, push=False)
 
     def action_back(self) -> None:

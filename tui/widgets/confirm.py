@@ -21,7 +21,8 @@ class ConfirmModal(ModalScreen[bool]):
     BINDINGS = [
         Binding("y", "answer(True)", "Yes", id="confirm.yes"),
         Binding("n,escape", "answer(False)", "No", id="confirm.no"),
-        Binding("r", "reason", "Reason", id="confirm.reason"),
+        Binding("r", "reason", "Reason", id="confirm.reason",
+                tooltip="Type an optional reason (enter confirms)"),
     ]
 
     def __init__(self, title: str, body: Text | str, *, ask_reason: bool = False,

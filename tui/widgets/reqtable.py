@@ -41,7 +41,8 @@ class RequestTable(ScrollView, can_focus=True):
         Binding("pageup", "cursor(-10)", "Page up", show=False, id="history.pageup"),
         Binding("home", "home", "First row", show=False, id="history.home"),
         Binding("end", "end", "Last row", show=False, id="history.end"),
-        Binding("enter", "select", "Open", show=False, id="history.open"),
+        Binding("enter", "select", "Open", show=False, id="history.open",
+                tooltip="Open the request: attempt chain as a timeline"),
     ]
 
     COMPONENT_CLASSES = {"reqtable--header", "reqtable--cursor", "reqtable--odd"}

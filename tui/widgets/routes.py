@@ -33,11 +33,15 @@ class RoutePanel(Widget, can_focus=True):
         Binding("j,down", "cursor(1)", "Next", show=False, id="routes.down"),
         Binding("k,up", "cursor(-1)", "Prev", show=False, id="routes.up"),
         Binding("K,ctrl+up", "move(-1)", "Move up", id="routes.move_up",
+                tooltip="Move the target up in its route (draft)",
                 group=Binding.Group("Move", compact=True)),
         Binding("J,ctrl+down", "move(1)", "Move down", id="routes.move_down",
+                tooltip="Move the target down in its route (draft)",
                 group=Binding.Group("Move", compact=True)),
-        Binding("enter", "apply", "Apply", id="routes.apply"),
-        Binding("escape", "discard", "Discard", id="routes.discard"),
+        Binding("enter", "apply", "Apply", id="routes.apply",
+                tooltip="Apply the draft order (y/n); the panel then shows the gateway's order"),
+        Binding("escape", "discard", "Discard", id="routes.discard",
+                tooltip="Discard the draft order"),
     ]
 
     cursor = reactive(0, always_update=True)
