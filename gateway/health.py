@@ -196,6 +196,8 @@ class Health:
         return {
             "p50_ms": p50,
             "p95_ms": p95,
+            # what the percentiles measure: real requests, or (a target with no traffic) probes
+            "latency_source": "requests" if self._lat_real else ("probes" if self._lat_probe else None),
             "success_rate": round(ok / n_rel, 4) if n_rel else None,
             "rpm": round(real_recent * 60.0 / RATE_WINDOW_S, 1),
             "cost_per_hour": round(cost * (3600.0 / WINDOW_S), 6),

@@ -247,7 +247,8 @@ class Runtime:
             "breaker": b.state, "breaker_failures": b.failures,
             "breaker_retry_in_s": (round(max(0.0, b.ready_at - time.monotonic()), 3)
                                    if b.state != "closed" else None),
-            "p50_ms": h["p50_ms"], "p95_ms": h["p95_ms"], "success_rate": h["success_rate"],
+            "p50_ms": h["p50_ms"], "p95_ms": h["p95_ms"], "latency_source": h["latency_source"],
+            "success_rate": h["success_rate"],
             "rpm": h["rpm"], "cost_per_hour": h["cost_per_hour"],
             "last_error": h["last_error"], "last_error_ts": h["last_error_at"],
             "last_ok_ts": t.health.last_ok_at, "last_probe": t.health.last_probe,

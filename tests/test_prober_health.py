@@ -74,3 +74,15 @@ def test_states_healthy_degraded_down_and_back():
         assert h.state("closed", False) == "misconfigured"
         h.observe(True, 10.0)
         assert h.state("closed", False) != "misconfigured"
+
+
+def test_latency_source_says_requests_or_probes():
+    from gateway.health import Health
+
+    h = Health()
+    assert h.snapshot()["latency_source"] is None
+    h.observe(True, 3.0, probe=True)
+    assert h.snapshot()["latency_source"] == "probes" and h.snapshot()["p50_ms"] is not None
+    h.observe(True, 400.0)
+    snap = h.snapshot()
+    assert snap["latency_source"] == "requests" and snap["p50_ms"] >= 300
