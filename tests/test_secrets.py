@@ -358,3 +358,12 @@ async def test_admin_api_refuses_every_route_without_the_token(start_gateway, mo
     assert checked >= len(routes) * len(bad_auth)
     assert {t.id: t.disabled for t in gw.runtime.targets.values()} == before     # nothing changed behind the 401s
     assert {n: list(r.order) for n, r in gw.runtime.routes.items()} == order_before
+
+
+async def test_without_an_admin_token_the_admin_api_does_not_listen(start_gateway, mock, tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """An empty token must mean "no admin API", never "an admin API anyone can use"."""
+    raw = base_config(mock.url, tmp_path)
+    gw = await start_gateway(raw, env={"PATCHBAY_ADMIN_TOKEN": ""})
+    assert gw.admin_port is None and not any(ADMIN_KEY in r.app for r in gw._runners)
+    assert "admin API" in caplog.text and "disabled" in caplog.text
