@@ -19,6 +19,7 @@ from rich.text import Text
 from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
+from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from tui import fmt
@@ -105,11 +106,16 @@ class PatchbayApp(App[int]):
     def get_default_screen(self) -> Screen:
         return DashboardScreen()
 
-    def _dashboard(self) -> DashboardScreen:
-        for s in self.screen_stack:
+    def _dashboard(self) -> DashboardScreen | None:
+        """The dashboard, or None while the app starts or shuts down (no screens yet/left)."""
+        try:
+            stack = self.screen_stack
+        except Exception:
+            return None
+        for s in stack:
             if isinstance(s, DashboardScreen):
                 return s
-        raise LookupError("dashboard not mounted")
+        return None
 
     def on_mount(self) -> None:
         if _sixteen_colours():
@@ -196,7 +202,9 @@ class PatchbayApp(App[int]):
         if self.paused:
             self._held_events.append((message.kind, message.data))
             return
-        self._dashboard().add_event(message.kind, message.data)
+        dash = self._dashboard()
+        if dash is not None:
+            dash.add_event(message.kind, message.data)
 
     @on(ConnectionChanged)
     def _on_connection(self, message: ConnectionChanged) -> None:
@@ -209,14 +217,24 @@ class PatchbayApp(App[int]):
                 self.notify("Reconnected to the gateway.", timeout=3)
         else:
             self.last_problem = message.problem
-            self._dashboard().show_disconnected(message.problem, message.auth,
-                                                message.retry_in, message.attempt, message.http)
+            dash = self._dashboard()
+            if dash is not None:
+                dash.show_disconnected(message.problem, message.auth,
+                                       message.retry_in, message.attempt, message.http)
         self._sync_topbar()
         self.refresh_bindings()
 
     def _apply(self, state: GatewayState) -> None:
+        dash = self._dashboard()
+        if dash is None:
+            self._pending = state
+            return
+        try:
+            dash.apply_state(state, self.clock())
+        except NoMatches:            # not composed yet: the next tick paints it
+            self._pending = state
+            return
         self._pending = None
-        self._dashboard().apply_state(state, self.clock())
         if self.first_paint_at is None:
             self.first_paint_at = time.perf_counter()
         self._sync_topbar()
@@ -226,8 +244,8 @@ class PatchbayApp(App[int]):
             return
         if self._pending is not None:
             self._apply(self._pending)
-        elif self.connected:
-            self._dashboard().tick(self.clock())
+        elif self.connected and (dash := self._dashboard()) is not None:
+            dash.tick(self.clock())
         if (self.connected and self.live
                 and self.clock() - self._last_state_at > max(3.0, 2.5 * self.refresh_interval)):
             self.poll_state()
@@ -262,9 +280,10 @@ class PatchbayApp(App[int]):
     def action_pause(self) -> None:
         self.paused = not self.paused
         if not self.paused:
-            while self._held_events:
+            dash = self._dashboard()
+            while self._held_events and dash is not None:
                 kind, data = self._held_events.popleft()
-                self._dashboard().add_event(kind, data)
+                dash.add_event(kind, data)
             if self._pending is not None:
                 self._apply(self._pending)
         self.notify("Live updates paused (p to resume)." if self.paused
@@ -407,10 +426,9 @@ class PatchbayApp(App[int]):
         self.push_screen(modal, answered)
 
     def _clear_draft(self, route: str) -> None:
-        try:
-            self._dashboard().query_one(RoutePanel).clear_draft(route)
-        except LookupError:
-            pass
+        dash = self._dashboard()
+        if dash is not None:
+            dash.query_one(RoutePanel).clear_draft(route)
 
     def ask_drill(self, spec: dict[str, Any]) -> None:
         if self.readonly:
@@ -506,6 +524,8 @@ class PatchbayApp(App[int]):
     def _focus_route(self, name: str) -> None:
         self.action_dashboard()
         dash = self._dashboard()
+        if dash is None:
+            return
         panel = dash.query_one(RoutePanel)
         panel.select_route(name)
         panel.focus()
