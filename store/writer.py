@@ -323,9 +323,14 @@ class Store:
 
     def stats(self) -> dict[str, Any]:
         """Health of the log for /admin/state and /healthz (cheap; safe from any thread)."""
+        held = len(self._pending)
         return {
             "ok": self._ok,
-            "rows_not_written": self._rows_not_written,
+            # Rows given up, plus (while the database is failing) rows held for a retry: an operator
+            # asking "how much of the log is missing right now" needs both.
+            "rows_not_written": self._rows_not_written + (held if not self._ok else 0),
+            "rows_given_up": self._rows_not_written,
+            "rows_held": held if not self._ok else 0,
             "queue_dropped": self._queue_dropped,
             "queued": len(self._queue) + len(self._pending),
             "last_error": self._last_error,

@@ -336,9 +336,8 @@ _WRITER = textwrap.dedent("""
     print("ready", flush=True)
     while True:
         n += 1
-        on = n % 2 == 1
-        for i, tid in enumerate(ids):   # a big file: every target, with a long reason
-            rt.set_disabled(rt.targets[tid], on, f"write {n} target {i} " + "x" * 400 if on else None, "test")
+        for i, tid in enumerate(ids):   # a big file every time: every target, with a long reason naming the write
+            rt.set_disabled(rt.targets[tid], True, f"write {n} target {i} " + "x" * 400, "test")
         route.order = list(reversed(route.order))
         overrides.save(rt)
 """)
@@ -370,6 +369,7 @@ def test_overrides_file_is_never_half_written_when_the_writer_is_killed(tmp_path
     rng = random.Random(6)
     sizes = set()
     for _ in range(6):
+        path.unlink(missing_ok=True)                   # each writer must land its own first write
         proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(ROOT), str(cfg)], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         try:
@@ -390,7 +390,7 @@ def test_overrides_file_is_never_half_written_when_the_writer_is_killed(tmp_path
         text = path.read_text()
         sizes.add(len(text))
         _valid_overrides(text, target_ids, target_ids)
-    assert max(sizes) > 20_000                          # the file was big enough for a torn write to show
+    assert max(sizes) > 20_000, (sizes, text)           # the file was big enough for a torn write to show
 
 
 async def test_overrides_written_through_the_admin_api_survive_kill_9(tmp_path: Path, vendor) -> None:
