@@ -590,3 +590,26 @@ async def test_pointing_at_the_client_api_instead_of_admin_says_so(gw):
         text = _export_text(app)
         assert "not as a Patchbay admin API" in text and "admin_listen" in text
         assert "Traceback" not in text
+
+
+async def test_repeated_events_are_counted_on_one_line(monkeypatch):
+    from tests.test_tui_support import RecordedAdmin, healthy_state
+    from tui.widgets.events import EventFeed
+    ev = {"kind": "failover", "ts": 1_764_096_000.0, "target": "openai/gpt-4.1", "route": "chat",
+          "detail": {"to": "deepseek/deepseek-chat", "reason": "server 503"}}
+    srv = RecordedAdmin(state=healthy_state()).start()
+    try:
+        app = PatchbayApp(srv.url, srv.token, refresh=0.2)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
+            feed = app.screen_stack[0].query_one(EventFeed)
+            await wait_for(pilot, lambda: feed.size.width > 0, "feed laid out")
+            for e in [ev] * 5 + [{**ev, "kind": "breaker", "detail": {"from": "closed",
+                                                                      "to": "open"}}, ev]:
+                srv.push_event(e)
+            await wait_for(pilot, lambda: feed.count >= 7, "events")
+            joined = "\n".join(strip.text for strip in feed.lines)
+            assert joined.count("failover chat openai/gpt-4.1") == 2
+            assert "×5" in joined and "breaker closed → open" in joined
+    finally:
+        srv.stop()

@@ -177,6 +177,7 @@ class RecordedAdmin:
 
     async def _startup(self) -> None:
         self._closing = asyncio.Event()
+        self._pushed: asyncio.Queue = asyncio.Queue()
         app = web.Application(middlewares=[self._auth])
         r = app.router
         r.add_get("/admin/state", self._state)
@@ -217,11 +218,25 @@ class RecordedAdmin:
         await resp.write(f"event: state\ndata: {json.dumps(self.state)}\n\n".encode())
         for ev in self.events:
             await resp.write(f"event: {ev['kind']}\ndata: {json.dumps(ev)}\n\n".encode())
-        try:  # hold the stream open, quiet: nothing changes on its own
-            await self._closing.wait()
+        try:  # hold the stream open; only events pushed by the test are sent
+            while not self._closing.is_set():
+                getter = asyncio.ensure_future(self._pushed.get())
+                closing = asyncio.ensure_future(self._closing.wait())
+                done, pending = await asyncio.wait({getter, closing},
+                                                   return_when=asyncio.FIRST_COMPLETED)
+                for f in pending:
+                    f.cancel()
+                if getter in done:
+                    ev = getter.result()
+                    await resp.write(f"event: {ev['kind']}\ndata: {json.dumps(ev)}\n\n".encode())
         except (asyncio.CancelledError, ConnectionResetError):
             pass
         return resp
+
+    def push_event(self, ev: dict[str, Any]) -> None:
+        """Send one more event to every open event stream (thread-safe)."""
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._pushed.put_nowait, ev)
 
     async def _requests(self, request: web.Request) -> web.Response:
         q = request.query

@@ -66,21 +66,43 @@ def describe(kind: str, ev: dict[str, Any]) -> str:
 
 
 class EventFeed(RichLog):
-    """Bounded, append-only log of events; newest at the bottom."""
+    """Bounded, append-only log of events; newest at the bottom.
+
+    A drill or an outage produces the same failover for every request; repeats of
+    the event just written update that line ("×12") instead of flooding the feed.
+    """
 
     def __init__(self, **kwargs) -> None:
         super().__init__(max_lines=400, wrap=True, markup=False, highlight=False, min_width=20,
                          auto_scroll=True, **kwargs)
         self.count = 0
+        self._last_key: tuple | None = None
+        self._last_lines = 0
+        self._repeat = 0
 
     def add(self, kind: str, ev: dict[str, Any]) -> None:
+        desc = describe(kind, ev)
+        route = ev.get("route") if kind == "failover" else None
+        key = (kind, route, desc)
+        repeat = (key == self._last_key and 0 < self._last_lines <= len(self.lines)
+                  and not self._deferred_renders)
+        if repeat:
+            self._repeat += 1
+            del self.lines[-self._last_lines:]
+            self._line_cache.clear()
+        else:
+            self._repeat = 1
         line = Text()
         line.append(fmt.clock_time(ev.get("ts")), style="dim")
         line.append(" ")
         line.append(f"{kind:<8}", style=fmt.EVENT_STYLE.get(kind, "bold"))
-        route = ev.get("route")
-        if route and kind in ("failover",):
+        if route:
             line.append(f" {route}", style="bold")
-        line.append(" " + describe(kind, ev))
+        line.append(" " + desc)
+        if self._repeat > 1:
+            line.append(f"  ×{self._repeat}", style="bold")
+        before = len(self.lines)
         self.write(fmt.mono(line))
+        self._last_key = key
+        self._last_lines = max(0, len(self.lines) - before)
         self.count += 1

@@ -32,7 +32,7 @@ def sparkline(series: tuple[float, ...], width: int, low: Color, high: Color,
     height = max(1, height)
     pts = series[-width:] if width > 0 else ()
     pad = max(0, width - len(pts))
-    top = max(pts) if pts else 0.0
+    top = max(pts) * 1.15 if pts else 0.0      # headroom: a steady series is not a solid wall
     levels = len(BARS) * height
     cols: list[tuple[int, Style]] = []
     for v in pts:
