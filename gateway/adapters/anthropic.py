@@ -392,13 +392,8 @@ class AnthropicStreamDecoder(StreamDecoder):
             out.append(StreamDelta({"role": "assistant"}))
 
     def feed(self, event: str | None, data: str) -> list[StreamDelta]:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            self.malformed += 1
-            return []
-        if not isinstance(obj, dict):
-            self.malformed += 1
+        obj = self.load(data)
+        if obj is None:
             return []
         etype = obj.get("type") or event
         if etype == "content_block_delta":

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, ClassVar
 
+import orjson
+
 from gateway.config import VendorConfig
 
 
@@ -103,6 +105,18 @@ class StreamDecoder:
 
     def feed(self, event: str | None, data: str) -> list[StreamDelta]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def load(self, data: str) -> dict | None:
+        """The event's JSON object, or None (counted as malformed) for anything else."""
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            self.malformed += 1
+            return None
+        if not isinstance(obj, dict):
+            self.malformed += 1
+            return None
+        return obj
 
 
 @dataclass(slots=True)

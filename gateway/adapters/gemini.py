@@ -513,13 +513,8 @@ class GeminiStreamDecoder(StreamDecoder):
         self._usage: Any = None
 
     def feed(self, event: str | None, data: str) -> list[StreamDelta]:
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            self.malformed += 1
-            return []
-        if not isinstance(obj, dict):
-            self.malformed += 1
+        obj = self.load(data)
+        if obj is None:
             return []
         out: list[StreamDelta] = []
         if not self._role_sent:

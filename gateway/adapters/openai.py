@@ -94,13 +94,8 @@ class OpenAIStreamDecoder(StreamDecoder):
         if data == "[DONE]":
             self.done = True
             return []
-        try:
-            obj = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            self.malformed += 1
-            return []
-        if not isinstance(obj, dict):
-            self.malformed += 1
+        obj = self.load(data)
+        if obj is None:
             return []
         err = obj.get("error")
         if err:
