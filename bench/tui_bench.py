@@ -124,7 +124,8 @@ async def traffic(gw_url: str, routes: list[str], rps: float, stop: asyncio.Even
         while not stop.is_set():
             route = routes[sent % len(routes)]
             try:
-                async with s.post(f"{gw_url}/v1/chat/completions", json={**body, "model": route}) as r:
+                async with s.post(f"{gw_url}/v1/chat/completions",
+                                  json={**body, "model": route}) as r:
                     await r.read()
             except aiohttp.ClientError:
                 pass
@@ -320,7 +321,8 @@ def _stats(ms: list[float]) -> str:
         return "–"
     s = sorted(ms)
     p95 = s[min(len(s) - 1, int(round(0.95 * (len(s) - 1))))]
-    return f"median {statistics.median(s):6.1f} ms   p95 {p95:6.1f} ms   max {s[-1]:6.1f} ms   (n={len(s)})"
+    return (f"median {statistics.median(s):6.1f} ms   p95 {p95:6.1f} ms   "
+            f"max {s[-1]:6.1f} ms   (n={len(s)})")
 
 
 def main() -> int:

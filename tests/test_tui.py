@@ -613,3 +613,31 @@ async def test_repeated_events_are_counted_on_one_line(monkeypatch):
             assert "×5" in joined and "breaker closed → open" in joined
     finally:
         srv.stop()
+
+
+def test_history_time_filters_accept_what_operators_type(monkeypatch):
+    import time as _time
+
+    from tui.screens.history import parse_when
+    monkeypatch.setenv("TZ", "UTC")
+    _time.tzset()
+    try:
+        now = 1_764_096_000.0                          # 2025-11-25 18:40:00 UTC
+        assert float(parse_when("15m", now)) == now - 900
+        assert float(parse_when("2h", now)) == now - 7200
+        assert float(parse_when("18:30", now)) == now - 600
+        assert float(parse_when("2025-11-25 18:00", now)) == now - 2400
+        assert float(parse_when("1764000000", now)) == 1764000000
+        assert parse_when("", now) == ""
+        with pytest.raises(ValueError, match="not a time"):
+            parse_when("yesterday", now)
+    finally:
+        monkeypatch.undo()
+        _time.tzset()
+
+
+def test_target_ids_shrink_vendor_first():
+    from tui.fmt import target_clip
+    assert target_clip("openai/gpt-4.1", 14) == "openai/gpt-4.1"
+    assert target_clip("anthropic/claude-sonnet-4-20250514", 24) == "ant/claude-sonnet-4-202…"
+    assert target_clip("deepseek/deepseek-chat", 17) == "dee/deepseek-chat"

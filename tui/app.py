@@ -186,7 +186,7 @@ class PatchbayApp(App[int]):
     def _on_state(self, message: StateReceived) -> None:
         data = message.data
         self._raw = {**self._raw, **data} if self._raw else dict(data)
-        self._last_state_at = self.clock()
+        self._last_state_at = time.monotonic()
         state = GatewayState.from_json(self._raw)
         self.state = state
         if self.connected is False:
@@ -214,6 +214,7 @@ class PatchbayApp(App[int]):
         if message.connected:
             self.last_problem = ""
             if was is False:
+                self._apply_now = True          # replace the offline panel at once
                 self.notify("Reconnected to the gateway.", timeout=3)
         else:
             self.last_problem = message.problem
@@ -246,8 +247,8 @@ class PatchbayApp(App[int]):
             self._apply(self._pending)
         elif self.connected and (dash := self._dashboard()) is not None:
             dash.tick(self.clock())
-        if (self.connected and self.live
-                and self.clock() - self._last_state_at > max(3.0, 2.5 * self.refresh_interval)):
+        stale = time.monotonic() - self._last_state_at > max(3.0, 2.5 * self.refresh_interval)
+        if self.connected and self.live and stale:
             self.poll_state()
 
     def _sync_topbar(self) -> None:

@@ -57,7 +57,8 @@ def parse_when(text: str, now: float) -> str:
     for pattern in ("%H:%M", "%H:%M:%S"):
         try:
             t = time.strptime(text, pattern)
-            return f"{time.mktime((lt.tm_year, lt.tm_mon, lt.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, 0, 0, -1)):.3f}"
+            today = (lt.tm_year, lt.tm_mon, lt.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, 0, 0, -1)
+            return f"{time.mktime(today):.3f}"
         except ValueError:
             pass
     for pattern in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S",
