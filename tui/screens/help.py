@@ -6,6 +6,8 @@ drift from the keys, and `--readonly` drops exactly what it disables.
 
 from __future__ import annotations
 
+from rich.console import Group
+from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -78,20 +80,26 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         readonly = getattr(self.app, "readonly", False)
-        t = Text()
+        parts: list = []
         if readonly:
-            t.append("READONLY: changing keys are switched off.\n\n", style="bold cyan")
-        for title, rows in sections(readonly):
-            t.append(title + "\n", style="bold underline")
+            parts.append(fmt.mono(Text("READONLY: changing keys are switched off.\n",
+                                       style="bold cyan")))
+        all_sections = sections(readonly)
+        key_width = max(len(k) for _, rows in all_sections for k, _ in rows)
+        for title, rows in all_sections:
+            grid = Table.grid(padding=(0, 2), pad_edge=False)
+            grid.add_column(justify="right", width=key_width, no_wrap=True)
+            grid.add_column(ratio=1)
             for keys, desc in rows:
-                t.append(f"  {keys:>14}  ", style="bold")
-                t.append(desc + "\n")
-            t.append("\n")
-        t.append("Mouse works too, but nothing needs it. Colours always come with a word.",
-                 style="dim")
+                grid.add_row(Text(keys, style="bold"), Text(desc))
+            parts.append(fmt.mono(Text(title, style="bold underline")))
+            parts.append(grid)
+            parts.append(Text(""))
+        parts.append(Text("Mouse works too, but nothing needs it. Colours always come with a "
+                          "word.", style="dim"))
         with VerticalScroll(id="help-box") as box:
             box.border_title = "Keys  (esc closes)"
-            yield Static(fmt.mono(t), id="help-text")
+            yield Static(Group(*parts), id="help-text")
 
     def action_close(self) -> None:
         self.dismiss(None)
