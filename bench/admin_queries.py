@@ -31,7 +31,7 @@ import httpx  # noqa: E402
 
 from gateway.app import Gateway  # noqa: E402
 from gateway.config import parse_config  # noqa: E402
-from gateway.mock.server import start_mock  # noqa: E402
+from gateway.mock.server import start_mock, vendor_configs  # noqa: E402
 from store.history import encode_cursor  # noqa: E402
 from store_queries import build  # noqa: E402
 
@@ -44,12 +44,7 @@ def config(mock_url: str, db: str) -> dict:
         "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0"},
         "store": {"path": db},
         "prober": {"enabled": False},
-        "vendors": {
-            "openai": {"kind": "openai", "base_url": f"{mock_url}/openai/v1"},
-            "deepseek": {"kind": "openai", "base_url": f"{mock_url}/deepseek/v1"},
-            "anthropic": {"kind": "anthropic", "base_url": f"{mock_url}/anthropic"},
-            "gemini": {"kind": "gemini", "base_url": f"{mock_url}/gemini"},
-        },
+        "vendors": vendor_configs(mock_url),
         "routes": [
             {"name": "chat", "targets": [{"vendor": "openai", "model": "gpt-4.1"},
                                          {"vendor": "anthropic", "model": "claude-sonnet-4-20250514"},

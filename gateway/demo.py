@@ -27,7 +27,7 @@ import orjson
 
 from gateway.app import Gateway
 from gateway.config import parse_config
-from gateway.mock.server import MockServer, start_mock
+from gateway.mock.server import MockServer, start_mock, vendor_configs
 
 PROMPTS = ["Summarise the incident in one line.", "Translate 'failover' to French.", "Write a haiku about latency.",
            "What is a circuit breaker?", "Suggest a name for an on-call rotation."]
@@ -61,12 +61,7 @@ def demo_config(mock_url: str, workdir: Path, port: int, admin_port: int) -> dic
         "retry": {"max_attempts_per_target": 2, "backoff_base": 0.1, "backoff_max": 0.5, "retry_after_max": 2},
         "breaker": {"failures_to_open": 3, "cooldown": 10},
         "prober": {"interval": 5, "mode": "models"},
-        "vendors": {
-            "openai": {"kind": "openai", "base_url": f"{mock_url}/openai/v1"},
-            "anthropic": {"kind": "anthropic", "base_url": f"{mock_url}/anthropic"},
-            "gemini": {"kind": "gemini", "base_url": f"{mock_url}/gemini"},
-            "deepseek": {"kind": "openai", "base_url": f"{mock_url}/deepseek/v1"},
-        },
+        "vendors": vendor_configs(mock_url),
         "routes": [
             {"name": "chat", "targets": [
                 {"vendor": "openai", "model": "gpt-4.1"},

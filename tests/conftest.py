@@ -17,13 +17,13 @@ import pytest
 
 from gateway.app import Gateway
 from gateway.config import parse_config
-from gateway.mock.server import start_mock
+from gateway.mock.server import start_mock, vendor_configs
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "openai-openapi.yaml"
 
 
 def base_config(mock_url: str, tmp_path: Path) -> dict[str, Any]:
-    """Four vendors on one fake server; route "chat" falls back openai -> deepseek -> anthropic -> gemini."""
+    """Four vendors on one fake server; route "chat" falls back openai -> deepseek."""
     return {
         "server": {"listen": "127.0.0.1:0", "admin_listen": "127.0.0.1:0"},
         "store": {"path": str(tmp_path / "patchbay.db")},
@@ -32,12 +32,7 @@ def base_config(mock_url: str, tmp_path: Path) -> dict[str, Any]:
                   "retry_after_max": 2},
         "breaker": {"failures_to_open": 3, "cooldown": 30},
         "prober": {"enabled": False},
-        "vendors": {
-            "openai": {"kind": "openai", "base_url": f"{mock_url}/openai/v1"},
-            "deepseek": {"kind": "openai", "base_url": f"{mock_url}/deepseek/v1"},
-            "anthropic": {"kind": "anthropic", "base_url": f"{mock_url}/anthropic"},
-            "gemini": {"kind": "gemini", "base_url": f"{mock_url}/gemini"},
-        },
+        "vendors": vendor_configs(mock_url),
         "routes": [
             {"name": "chat", "targets": [
                 {"vendor": "openai", "model": "gpt-4.1"},

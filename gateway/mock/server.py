@@ -39,6 +39,14 @@ DEFAULT_MODELS: dict[str, list[str]] = {
 BASE_PATHS = {"openai": "/openai/v1", "deepseek": "/deepseek/v1", "anthropic": "/anthropic",
               "gemini": "/gemini"}
 
+VENDOR_KINDS = {"openai": "openai", "deepseek": "openai", "anthropic": "anthropic", "gemini": "gemini"}
+
+
+def vendor_configs(url: str) -> dict[str, dict[str, str]]:
+    """`[vendors.*]` tables pointing a gateway config at fake vendors served from `url`."""
+    return {name: {"kind": kind, "base_url": url + BASE_PATHS[name]} for name, kind in VENDOR_KINDS.items()}
+
+
 JSON_CT = "application/json"
 SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 ERROR_KINDS = frozenset({"error", "context_length", "auth", "billing"})
