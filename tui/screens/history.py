@@ -238,7 +238,8 @@ class HistoryScreen(Screen):
                               if k not in ("since", "until")))
             if self.filters.since or self.filters.until:
                 t.append(" (time range)")
-        t.append("   n/b page · / search · f filters · x clear · enter detail", style="dim")
+        t.append("   n/b page · g newest · / search · f filters · x clear · enter detail",
+                 style="dim")
         self.query_one("#hist-status", Static).update(fmt.mono(t))
 
     # -- loading --------------------------------------------------------------------
