@@ -64,6 +64,7 @@ class RoutePanel(Widget, can_focus=True):
         self._drafts: dict[str, list[str]] = {}
         self._rows: list[_Row] = []
         self._readonly = False
+        self._key: tuple | None = None
 
     # -- data ----------------------------------------------------------------
 
@@ -71,6 +72,12 @@ class RoutePanel(Widget, can_focus=True):
         self._readonly = readonly
 
     def update_state(self, state: GatewayState) -> None:
+        key = (tuple((r.name, r.order, r.serving) for r in state.routes),
+               tuple((t.id, t.state) for t in state.targets))
+        if key == self._key:          # nothing the panel shows has changed: no repaint
+            self._state = state
+            return
+        self._key = key
         old_rows = self._rows
         self._state = state
         for name, draft in list(self._drafts.items()):
