@@ -145,7 +145,9 @@ def _run_install(cmd: list[str], log: Path, timeout: float, cwd: Path | None = N
         except OSError as e:
             raise Unavailable(f"`{' '.join(cmd)}` could not run: {e}") from None
     if rc != 0:
-        tail = "\n    ".join(log.read_text(errors="replace").splitlines()[-8:])
+        lines = [ln[:300] for ln in log.read_text(errors="replace").splitlines()
+                 if ln.strip() and not ln.startswith("WARNING: Location")]
+        tail = "\n    ".join(lines[-6:])
         raise Unavailable(f"`{' '.join(cmd)}` failed ({rc}); last lines of {log}:\n    {tail}")
 
 
