@@ -641,3 +641,18 @@ def test_target_ids_shrink_vendor_first():
     assert target_clip("openai/gpt-4.1", 14) == "openai/gpt-4.1"
     assert target_clip("anthropic/claude-sonnet-4-20250514", 24) == "ant/claude-sonnet-4-202…"
     assert target_clip("deepseek/deepseek-chat", 17) == "dee/deepseek-chat"
+
+
+async def test_global_keys_wait_while_a_question_is_open(gw):
+    app = await live_app(gw)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
+        await pilot.press("d")
+        modal = await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal) and app.screen,
+                               "confirm modal")
+        await pilot.press("h", "D", "p")           # (r would start typing a reason)
+        await pilot.pause(0.2)
+        assert app.screen is modal and not app.paused
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "back")
+        assert not gw.runtime.targets["openai/gpt-4.1"].disabled

@@ -20,7 +20,7 @@ from textual import on, work
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.css.query import NoMatches
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from tui import fmt
 from tui.client import (
@@ -272,6 +272,9 @@ class PatchbayApp(App[int]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.readonly and action in MODIFYING_ACTIONS:
             return False
+        if isinstance(self.screen, ModalScreen) and action in (
+                "history", "drill_form", "drills", "pause", "help", "command_palette"):
+            return False          # a question is open: answer it (or esc) first
         if action == "drill_form":
             return bool(self.state.targets) and self.connected is not False
         return True
