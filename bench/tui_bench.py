@@ -30,6 +30,7 @@ import fcntl
 import os
 import pty
 import select
+import shutil
 import signal
 import statistics
 import struct
@@ -189,6 +190,13 @@ class PtyReader(threading.Thread):
 
 def bench_idle(n_targets: int, idle_seconds: float) -> dict[str, float]:
     workdir = Path(tempfile.mkdtemp(prefix="pb-tui-bench-"))
+    try:
+        return _bench_idle(workdir, n_targets, idle_seconds)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _bench_idle(workdir: Path, n_targets: int, idle_seconds: float) -> dict[str, float]:
     with Procs(workdir) as procs:
         gw_url, admin_url, routes = start_stack(procs, workdir, n_targets, None)
         bg = BgLoop()
@@ -307,12 +315,9 @@ def bench_history(rows: int, db: str | None, keep: bool, pages: int) -> dict[str
             _, admin_url, _ = start_stack(procs, workdir, 4, path, prober=False)
             times = asyncio.run(drive_history(admin_url, pages))
     finally:
+        shutil.rmtree(workdir, ignore_errors=True)
         if not keep and db is None:
-            for suffix in ("", "-wal", "-shm"):
-                try:
-                    os.remove(path + suffix)
-                except OSError:
-                    pass
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
     return {"built_s": built, "times": times}
 
 
