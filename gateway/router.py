@@ -10,6 +10,7 @@ that is invisible to the client; after it, a cut stream continues on a
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import time
 from dataclasses import dataclass, field
@@ -26,8 +27,21 @@ from gateway.sse import SSEParser
 from gateway.upstream import ConnectFailed, ConnectionLost, Pool, Response, UpstreamError
 from store.records import AttemptRow, RequestRow
 
+log = logging.getLogger("patchbay")
+
+TOTAL_TIMEOUT = "total_timeout"   # VendorError.code when the client's whole budget ran out
 FINISH_GRACE_S = 0.5   # after finish_reason, how long to wait for usage / [DONE]
 ERROR_BODY_LIMIT = 64 * 1024
+
+
+class _ClientGone(Exception):
+    """The streaming client disconnected or stopped reading."""
+
+
+def _error_event(message: str, code: str) -> bytes:
+    """An in-band SSE error (the OpenAI SDKs raise APIError on it); never followed by [DONE]."""
+    return b"data: " + orjson.dumps({"error": {"message": message, "type": "server_error", "param": None,
+                                               "code": code}}) + b"\n\n"
 
 
 class ClientError(Exception):
@@ -79,7 +93,7 @@ class Answer:
 class OpenStream:
     """A vendor stream that has produced its first token (or a clean empty end)."""
 
-    __slots__ = ("resp", "parser", "decoder", "target", "pending", "cut_after_first", "started", "error")
+    __slots__ = ("resp", "parser", "decoder", "target", "pending", "cut_after_first", "started", "error", "eof")
 
     def __init__(self, resp: Response, target: Target, cut_after_first: bool):
         self.resp = resp
@@ -90,6 +104,7 @@ class OpenStream:
         self.cut_after_first = cut_after_first
         self.started = time.perf_counter()
         self.error: VendorError | None = None
+        self.eof = False
 
     async def read(self, timeout: float) -> list[StreamDelta] | None:
         """Deltas from the next network read; None at end of body.
@@ -99,9 +114,12 @@ class OpenStream:
         """
         if self.error is not None:
             raise self.error
+        if self.eof:
+            return None
         async with asyncio.timeout(timeout):
             chunk = await self.resp.read_chunk()
         if not chunk:
+            self.eof = True
             events = self.parser.flush()
             if not events:
                 return None
@@ -119,6 +137,18 @@ class OpenStream:
                 self.error = e
                 break
         return out
+
+    async def drain(self) -> None:
+        """After the vendor's terminal event, read the end of the body so the connection is reused."""
+        if self.eof:
+            return
+        try:
+            async with asyncio.timeout(0.05):
+                while await self.resp.read_chunk():
+                    pass
+            self.eof = True
+        except (TimeoutError, UpstreamError):
+            pass  # close() drops the connection instead
 
     def close(self) -> None:
         self.resp.close()
@@ -168,7 +198,7 @@ class Router:
                 continue
             if ctx_floor is not None and not (t.cfg.context_window or 0) > ctx_floor:
                 continue
-            if not t.breaker.allow():
+            if not t.breaker.allow(call):
                 skipped.append(t)
                 continue
             tried += 1
@@ -190,7 +220,7 @@ class Router:
         if tried == 0 and skipped:
             # Every target is open: try the one closest to recovery rather than fail untried.
             t = min(skipped, key=lambda x: x.breaker.ready_at)
-            t.breaker.force_trial()
+            t.breaker.force_trial(call)
             res = await self._on_target(call, t, attempt, deadline)
             if isinstance(res, Answer):
                 return res
@@ -226,8 +256,11 @@ class Router:
             except VendorError as e:
                 err = e
             except asyncio.CancelledError:
-                t.breaker.release()
+                t.breaker.release(call)
                 raise
+            except Exception as e:  # a bug or a vendor answer nobody foresaw: fail this attempt, not the request
+                log.exception("unexpected error handling %s's answer", t.id)
+                err = VendorError(ErrorClass.PROTOCOL, f"internal error handling {t.id}'s answer ({type(e).__name__})")
             finally:
                 t.inflight -= 1
             elapsed = time.perf_counter() - start
@@ -236,18 +269,21 @@ class Router:
             if err is None:
                 call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, ts, lat_ms, "ok", 200,
                                                 drill_id=call.drill_id))
-                self.rt.breaker_changed(t, t.breaker.success(), "request succeeded")
+                self.rt.breaker_changed(t, t.breaker.success(call), "request succeeded")
                 if not call.stream:
                     t.health.observe(True, lat_ms, cost=t.cost(result.usage) or 0.0)
                 return Answer(t, result, n_here)
             call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, ts, lat_ms, err.cls.value,
                                             err.status, err.message[:500], drill_id=call.drill_id))
             call.errors.append(f"{t.id}: {err}")
+            if err.code == TOTAL_TIMEOUT:
+                t.breaker.release(call)  # the client's budget ran out: no verdict on this target
+                return err
             t.health.observe(False, lat_ms, str(err)[:300], err.cls, retry_after=err.retry_after)
             if err.cls.counts_against_health:
-                self.rt.breaker_changed(t, t.breaker.failure(), str(err)[:200])
+                self.rt.breaker_changed(t, t.breaker.failure(call), str(err)[:200])
             else:
-                t.breaker.release()
+                t.breaker.release(call)
             if not err.cls.retryable or n_here >= retry.max_attempts_per_target:
                 return err
             remaining = deadline - time.perf_counter()
@@ -260,7 +296,7 @@ class Router:
                 delay = cap / 2 + random.uniform(0, cap / 2)
                 if delay >= remaining:
                     return err
-            if not t.breaker.allow():
+            if not t.breaker.allow(call):
                 return err  # the breaker opened on this failure: move on
             if delay > 0:
                 s = time.perf_counter()
@@ -292,6 +328,10 @@ class Router:
             await asyncio.sleep(wait)
             raise VendorError(ErrorClass.TIMEOUT, f"drill: vendor hung, nothing within {wait:.1f}s")
         if kind == "latency":
+            budget = min(self.cfg.timeouts.first_byte, max(0.0, deadline - time.perf_counter()))
+            if fault.ms / 1000 >= budget:  # as slow as a vendor that misses first_byte: same verdict
+                await asyncio.sleep(budget)
+                raise self._timeout_error(deadline, f"drill: {fault.ms:g} ms of injected latency, nothing")
             await asyncio.sleep(fault.ms / 1000)
 
     async def _send(self, t: Target, body: dict, stream: bool, deadline: float,
@@ -315,7 +355,8 @@ class Router:
 
     def _timeout_error(self, deadline: float, what: str) -> VendorError:
         if time.perf_counter() >= deadline - 0.001:
-            return VendorError(ErrorClass.TIMEOUT, f"request exceeded total timeout of {self.cfg.timeouts.total:g}s")
+            return VendorError(ErrorClass.TIMEOUT, f"request exceeded total timeout of {self.cfg.timeouts.total:g}s",
+                               code=TOTAL_TIMEOUT)
         return VendorError(ErrorClass.TIMEOUT, f"{what} within first_byte={self.cfg.timeouts.first_byte:g}s")
 
     async def _error_from(self, t: Target, resp: Response | aiohttp.ClientResponse) -> VendorError:
@@ -355,10 +396,16 @@ class Router:
                     raise _net_error(e, True) from None
                 if resp.status != 200:
                     raise await self._error_from(t, resp)
-                loop_now = asyncio.get_running_loop().time()
-                timer.reschedule(loop_now + max(0.0, min(timeouts.idle, deadline - time.perf_counter())))
+                loop = asyncio.get_running_loop()
+                parts: list[bytes] = []
                 try:
-                    data = await resp.read()
+                    while True:  # idle bounds each silence, not the whole body (relays trickle keep-alives)
+                        timer.reschedule(loop.time() + max(0.0, min(timeouts.idle, deadline - time.perf_counter())))
+                        chunk = await resp.read_chunk()
+                        if not chunk:
+                            break
+                        parts.append(chunk)
+                    data = b"".join(parts)
                 except _NET_ERRORS as e:
                     resp.close()
                     raise _net_error(e, False) from None
@@ -408,7 +455,7 @@ class Router:
 
     def _final_error(self, call: Call, err: VendorError) -> ClientError:
         tried = "; ".join(call.errors[-6:]) or str(err)
-        if err.cls is ErrorClass.TIMEOUT and "total timeout" in err.message:
+        if err.code == TOTAL_TIMEOUT:
             code = "timeout"
         elif all(a.outcome == ErrorClass.THROTTLED.value for a in call.attempts) and call.attempts:
             code = "rate_limited"
@@ -529,65 +576,96 @@ class Router:
             st.close()
             self._record(call, "client_gone", 499, t, ttft_ms=ttft_ms, overhead_ms=overhead)
             return resp
+        deadline = call.t0 + self.cfg.timeouts.total
         outcome, err_cls, err_msg, final = "ok", None, None, t
         try:
             try:
-                await self._pump(call, st, resp, out, call.t0 + self.cfg.timeouts.total)
+                await self._pump(call, st, resp, out, deadline)
             except VendorError as cut:
-                final, ok = await self._continue(call, t, cut, resp, out)
+                st.close()
+                final, ok = await self._continue(call, t, cut, resp, out, deadline)
                 if not ok:
                     outcome, err_cls, err_msg = "cut", ErrorClass.STREAM_CUT.value, str(cut)
-                    await resp.write(b"data: " + orjson.dumps({"error": {
-                        "message": f"The stream from {t.id} was interrupted and could not be continued: {cut.message}",
-                        "type": "server_error", "param": None, "code": "stream_interrupted"}}) + b"\n\n")
+                    await self._write(resp, _error_event(
+                        f"The stream from {t.id} was interrupted and could not be continued: {cut.message}",
+                        "stream_interrupted"))
             if outcome == "ok":
                 if call.include_usage:
-                    await resp.write(out.usage_chunk())
-                await resp.write(b"data: [DONE]\n\n")
+                    await self._write(resp, out.usage_chunk())
+                await self._write(resp, b"data: [DONE]\n\n")
             await resp.write_eof()
-        except _NET_ERRORS:
-            outcome, err_cls, err_msg = "client_gone", "client_gone", "client disconnected mid-stream"
+        except (_ClientGone, *_NET_ERRORS):
+            outcome, err_cls, err_msg = "client_gone", "client_gone", "client disconnected or stopped reading"
         except asyncio.CancelledError:
             st.close()
-            self._record(call, "client_gone", 499, final, out.usage, None, ttft_ms, "client_gone",
+            self._record(call, "client_gone", 499, final, out.total_usage(), None, ttft_ms, "client_gone",
                          "client disconnected mid-stream", overhead)
             raise
+        except Exception as e:  # headers are out: the only honest ending left is an in-band error
+            log.exception("unexpected error while streaming from %s", final.id)
+            outcome, err_cls, err_msg = "error", "internal_error", f"internal error mid-stream ({type(e).__name__})"
+            try:
+                await self._write(resp, _error_event("Patchbay hit an internal error mid-stream.", "internal_error"))
+                await resp.write_eof()
+            except Exception:  # noqa: BLE001 - the client may be gone as well
+                pass
         finally:
             st.close()
-        cost = sum(c for c in (tg.cost(u) for tg, u in out.usage_by_target) if c is not None) \
-            if out.usage_by_target else final.cost(None)
+        cost = out.total_cost()
         if outcome == "ok":
             final.health.observe(True, (time.perf_counter() - st.started) * 1000, cost=cost or 0.0)
-        self._record(call, outcome, 200, final, out.usage, cost, ttft_ms, err_cls, err_msg, overhead, out.text)
+        self._record(call, outcome, 200, final, out.total_usage(), cost, ttft_ms, err_cls, err_msg, overhead,
+                     out.text)
         return resp
 
+    async def _write(self, resp: Any, data: bytes) -> None:
+        """Write to a streaming client; one that stops reading must not hold the vendor connection forever."""
+        try:
+            async with asyncio.timeout(self.cfg.timeouts.idle):
+                await resp.write(data)
+        except TimeoutError:
+            raise _ClientGone(f"client read nothing for {self.cfg.timeouts.idle:g}s") from None
+
     async def _pump(self, call: Call, st: OpenStream, resp: Any, out: "_ChunkWriter", deadline: float) -> None:
-        """Forward deltas until the vendor ends; raise VendorError(STREAM_CUT) on a cut, stall or error."""
+        """Forward deltas until the vendor ends; raise VendorError(STREAM_CUT) on a cut, stall or error.
+
+        Anything that goes wrong after the finish reason arrived ends the stream normally: the
+        answer is complete, so it is neither charged to the vendor nor continued elsewhere.
+        """
         idle = self.cfg.timeouts.idle
         try:
             while True:
                 if st.pending:
                     pending, st.pending = st.pending, []
-                    await resp.write(out.chunks(pending, st.target))
+                    await self._write(resp, out.chunks(pending, st.target))
                     if st.cut_after_first and out.text:
                         raise VendorError(ErrorClass.STREAM_CUT, "drill: stream cut after the first token")
                 if st.decoder.done:
+                    await st.drain()
                     return
-                wait = FINISH_GRACE_S if out.finished else idle
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
-                    raise VendorError(ErrorClass.STREAM_CUT, "stream exceeded the total timeout")
+                    if out.finished:
+                        return
+                    raise self._total_cut()
+                wait = FINISH_GRACE_S if out.finished else idle
                 try:
                     deltas = await st.read(min(wait, remaining))
                 except TimeoutError:
                     if out.finished:
                         return  # complete but no [DONE]: finish promptly
-                    raise VendorError(ErrorClass.STREAM_CUT, f"stream stalled for {min(wait, remaining):g}s") from None
+                    if remaining <= wait:
+                        raise self._total_cut() from None
+                    raise VendorError(ErrorClass.STREAM_CUT, f"stream stalled for {wait:g}s") from None
                 except VendorError as e:
+                    if out.finished:
+                        return
                     raise VendorError(ErrorClass.STREAM_CUT, f"vendor error event mid-stream: {e.message}",
                                       e.status, None, e.code) from None
                 except (ConnectionLost, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
                         aiohttp.ClientOSError, ConnectionResetError) as e:
+                    if out.finished:
+                        return
                     raise VendorError(ErrorClass.STREAM_CUT, f"stream cut by the vendor ({type(e).__name__})") from None
                 if deltas is None:
                     if out.finished:
@@ -595,60 +673,69 @@ class Router:
                     raise VendorError(ErrorClass.STREAM_CUT, "stream ended without a finish reason")
                 st.pending = deltas
         finally:
-            call.malformed += st.decoder.malformed
+            call.malformed += st.decoder.malformed + out.take_malformed()
             st.decoder.malformed = 0
 
+    def _total_cut(self) -> VendorError:
+        return VendorError(ErrorClass.STREAM_CUT, f"stream exceeded the total timeout of {self.cfg.timeouts.total:g}s",
+                           code=TOTAL_TIMEOUT)
+
     async def _continue(self, call: Call, failed: Target, cut: VendorError, resp: Any,
-                        out: "_ChunkWriter") -> tuple[Target, bool]:
+                        out: "_ChunkWriter", deadline: float) -> tuple[Target, bool]:
         """Mid-stream rule: continue on a prefill target with the partial answer, else give up."""
         lat = round((time.perf_counter() - out.started) * 1000, 3)
         call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, failed.id, time.time(), lat,
                                         ErrorClass.STREAM_CUT.value, 200, cut.message[:500], drill_id=call.drill_id))
         call.errors.append(f"{failed.id}: {cut}")
+        if cut.code == TOTAL_TIMEOUT:
+            failed.breaker.release(call)   # the client's budget ran out, not the vendor
+            return failed, False           # and there is no time left to continue anywhere
         failed.health.observe(False, lat, str(cut)[:300], ErrorClass.STREAM_CUT)
-        self.rt.breaker_changed(failed, failed.breaker.failure(), str(cut)[:200])
+        self.rt.breaker_changed(failed, failed.breaker.failure(call), str(cut)[:200])
         if out.tool_calls_seen:
             return failed, False  # a half-sent tool call cannot be continued faithfully
-        deadline = call.t0 + self.cfg.timeouts.total
         prev = failed
         for t in call.targets:
-            if t is failed or not t.cfg.prefill or t.disabled or not t.breaker.allow():
+            if t is failed or not t.cfg.prefill or t.disabled:
+                continue
+            if deadline - time.perf_counter() <= 0 or not t.breaker.allow(call):
                 continue
             self._failover(call, prev, t, cut)
             start = time.perf_counter()
+            st: OpenStream | None = None
+            t.inflight += 1
             try:
                 st = await self._open_stream(call, t, t.active_fault(), deadline, prefill=out.text)
+                for d in st.pending:  # the continuation's role delta is not news to the client
+                    if d.delta and "role" in d.delta:
+                        d.delta = {k: v for k, v in d.delta.items() if k != "role"}
+                out.continuation_from(t)
+                await self._pump(call, st, resp, out, deadline)
             except VendorError as e:
                 lat = round((time.perf_counter() - start) * 1000, 3)
-                call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, time.time(), lat, e.cls.value,
-                                                e.status, e.message[:500], True, call.drill_id))
-                t.health.observe(False, lat, str(e)[:300], e.cls)
-                if e.cls.counts_against_health:
-                    self.rt.breaker_changed(t, t.breaker.failure(), str(e)[:200])
-                else:
-                    t.breaker.release()
-                prev = t
-                continue
-            for d in st.pending:  # the continuation's role delta is not news to the client
-                if d.delta and "role" in d.delta:
-                    d.delta = {k: v for k, v in d.delta.items() if k != "role"}
-            out.continuation_from(t)
-            try:
-                await self._pump(call, st, resp, out, deadline)
-            except VendorError as e2:
-                st.close()
-                lat = round((time.perf_counter() - start) * 1000, 3)
-                call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, time.time(), lat,
-                                                ErrorClass.STREAM_CUT.value, 200, e2.message[:500], True,
+                outcome = e.cls.value if st is None else ErrorClass.STREAM_CUT.value
+                call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, time.time(), lat, outcome,
+                                                e.status if st is None else 200, e.message[:500], True,
                                                 call.drill_id))
-                self.rt.breaker_changed(t, t.breaker.failure(), str(e2)[:200])
+                call.errors.append(f"{t.id}: {e}")
+                if e.code == TOTAL_TIMEOUT or not (e.cls.counts_against_health or st is not None):
+                    t.breaker.release(call)
+                else:
+                    t.health.observe(False, lat, str(e)[:300], e.cls)
+                    self.rt.breaker_changed(t, t.breaker.failure(call), str(e)[:200])
                 prev = t
                 continue
-            st.close()
+            except BaseException:
+                t.breaker.release(call)   # the client left (or a bug): no verdict on this target
+                raise
+            finally:
+                t.inflight -= 1
+                if st is not None:
+                    st.close()
             lat = round((time.perf_counter() - start) * 1000, 3)
             call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, time.time(), lat, "ok", 200,
                                             None, True, call.drill_id))
-            self.rt.breaker_changed(t, t.breaker.success(), "continuation succeeded")
+            self.rt.breaker_changed(t, t.breaker.success(call), "continuation succeeded")
             return t, True
         return failed, False
 
@@ -679,8 +766,8 @@ class Router:
 class _ChunkWriter:
     """Builds OpenAI `chat.completion.chunk` bytes with one id and created for the whole stream."""
 
-    __slots__ = ("prefix", "suffix_id", "call", "model", "text", "finished", "usage", "usage_by_target",
-                 "tool_calls_seen", "started", "_role_sent")
+    __slots__ = ("prefix", "call", "model", "text", "finished", "usage", "usage_by_target",
+                 "tool_calls_seen", "started", "_role_sent", "_malformed")
 
     def __init__(self, call: Call, model: str):
         self.call = call
@@ -693,6 +780,7 @@ class _ChunkWriter:
         self.tool_calls_seen = False
         self.started = time.perf_counter()
         self._role_sent = False
+        self._malformed = 0
 
     def _set_prefix(self, model: str) -> None:
         self.prefix = (b'data: {"id":"chatcmpl-' + self.call.id.encode() + b'","object":"chat.completion.chunk",'
@@ -717,6 +805,9 @@ class _ChunkWriter:
             delta = d.delta or {}
             if delta:
                 c = delta.get("content")
+                if c is not None and not isinstance(c, str):
+                    self._malformed += 1  # one malformed event: skipped and counted
+                    continue
                 if c:
                     self.text += c
                 if delta.get("tool_calls"):
@@ -735,8 +826,24 @@ class _ChunkWriter:
                          + b',"logprobs":null,"finish_reason":' + fr + b"}]}\n\n")
         return b"".join(parts)
 
+    def take_malformed(self) -> int:
+        n, self._malformed = self._malformed, 0
+        return n
+
+    def total_usage(self) -> dict | None:
+        """Tokens of every attempt that streamed to this client (after a continuation, both)."""
+        if len(self.usage_by_target) < 2:
+            return self.usage
+        pt = sum(u.get("prompt_tokens") or 0 for _, u in self.usage_by_target)
+        ct = sum(u.get("completion_tokens") or 0 for _, u in self.usage_by_target)
+        return {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
+
+    def total_cost(self) -> float | None:
+        costs = [c for c in (t.cost(u) for t, u in self.usage_by_target) if c is not None]
+        return sum(costs) if costs else None
+
     def usage_chunk(self) -> bytes:
-        return self.prefix + b'"choices":[],"usage":' + orjson.dumps(self.usage) + b"}\n\n"
+        return self.prefix + b'"choices":[],"usage":' + orjson.dumps(self.total_usage()) + b"}\n\n"
 
 
 def _with_total(u: dict) -> dict:

@@ -158,6 +158,8 @@ class Response:
 
     async def read_chunk(self) -> bytes:
         """The next piece of body; b"" at the end. Raises ConnectionLost on a cut."""
+        if self._done:
+            return b""  # released or closed: the connection may already serve someone else
         c = self._conn
         while True:
             if c.body:

@@ -80,8 +80,9 @@ def error_fields(body: bytes) -> tuple[str, str | None, str | None]:
         return body[:300].decode("utf-8", "replace").strip(), None, None
     err = obj.get("error") if isinstance(obj, dict) else None
     if isinstance(err, dict):
-        code = err.get("code")
-        return str(err.get("message") or ""), str(code) if code is not None else None, err.get("type")
+        code, etype = err.get("code"), err.get("type")
+        return (str(err.get("message") or ""), str(code) if code is not None else None,
+                str(etype) if etype is not None else None)
     if isinstance(err, str):
         return err, None, None
     if isinstance(obj, dict) and "message" in obj:
