@@ -127,7 +127,8 @@ class Gateway:
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0,
                                keepalive_timeout=self.config.server.keepalive_timeout)
         await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+        # a deep accept queue: a burst of thousands of new streams must not overflow it
+        site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
         await site.start()
         self._runners.append(runner)
         sock = site._server.sockets[0]  # type: ignore[union-attr]
@@ -175,6 +176,18 @@ def install_uvloop() -> bool:
     return True
 
 
+def raise_fd_limit() -> None:
+    """Every stream holds two sockets; lift the soft open-files limit to the hard one (best effort)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):  # pragma: no cover - platform without it
+        pass
+
+
 def tune_gc() -> None:
     """Fewer, cheaper garbage collections on the request path.
 
@@ -195,6 +208,7 @@ async def serve_forever(config: Config) -> None:
     """Run until SIGTERM/SIGINT, then stop cleanly (flushing the store)."""
     import signal
 
+    raise_fd_limit()
     gw = Gateway(config)
     await gw.start()
     tune_gc()

@@ -100,6 +100,21 @@ def validate_chat(body: Any) -> None:
                           param="n", code="unsupported_value")
 
 
+def _rejected_headers(t0: float) -> dict[str, str]:
+    """The response headers every answer carries, for a request refused before any target was tried."""
+    return {"x-request-id": new_id(), "x-patchbay-target": "none", "x-patchbay-attempts": "0",
+            "x-patchbay-overhead-ms": f"{(time.perf_counter() - t0) * 1000:.3f}"}
+
+
+def _same_host(request: web.Request) -> bool:
+    """Drill traffic comes from the gateway's own host: loopback, or the address it listens on."""
+    remote = request.remote
+    if remote in _LOOPBACK:
+        return True
+    sock = request.transport.get_extra_info("sockname") if request.transport else None
+    return bool(sock) and remote == sock[0]
+
+
 class DataPlane:
     """Handlers for the client-facing listener."""
 
@@ -133,14 +148,15 @@ class DataPlane:
         return self._key_ids[match]
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
+        t0 = time.perf_counter()
         try:
-            return await self._chat(request)
+            return await self._chat(request, t0)
         except Exception:
             log.exception("unhandled error in chat completions")
             return error_response(500, "Patchbay hit an internal error; the request was not completed.",
-                                  "server_error", "internal_error")
+                                  "server_error", "internal_error", headers=_rejected_headers(t0))
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def _chat(self, request: web.Request, t0: float) -> web.StreamResponse:
         try:
             key_id = self._auth(request)
             if request.content_length is not None and request.content_length > self.max_body:
@@ -169,13 +185,13 @@ class DataPlane:
                                        f"Available: {names}.", code="model_not_found", param="model")
         except ClientError as ce:
             return web.Response(status=ce.status, body=ce.body(), content_type="application/json",
-                                headers={"x-request-id": new_id(), **ce.headers})
+                                headers={**_rejected_headers(t0), **ce.headers})
         route, targets, fallback = resolved
         stream = bool(body.get("stream"))
         so = body.get("stream_options") or {}
         call = Call(id=new_id(), route=route, targets=targets, fallback=fallback, body=body, stream=stream,
                     include_usage=bool(so.get("include_usage")), client_key_id=key_id,
-                    drill_id=request.headers.get("x-patchbay-drill") if request.remote in _LOOPBACK else None)
+                    drill_id=request.headers.get("x-patchbay-drill") if _same_host(request) else None)
         if stream:
             return await self.router.stream(call, request)
         status, headers, out = await self.router.complete(call)
@@ -186,7 +202,8 @@ class DataPlane:
         try:
             self._auth(request)
         except ClientError as ce:
-            return web.Response(status=ce.status, body=ce.body(), content_type="application/json")
+            return web.Response(status=ce.status, body=ce.body(), content_type="application/json",
+                                headers=ce.headers)
         now = int(time.time())
         data = [{"id": name, "object": "model", "created": now, "owned_by": "patchbay"}
                 for name in self.rt.routes]

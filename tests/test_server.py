@@ -71,7 +71,8 @@ async def test_bad_input_gets_openai_style_errors(mock, gateway_cfg, start_gatew
     assert r.status_code == status
     err = error_of(r)
     assert err["code"] == code and fragment in err["message"]
-    assert r.headers["x-request-id"]
+    assert r.headers["x-request-id"] and r.headers["x-patchbay-target"] == "none"
+    assert r.headers["x-patchbay-attempts"] == "0" and float(r.headers["x-patchbay-overhead-ms"]) >= 0
     assert mock.stats["total"] == 0  # no vendor saw it
     assert not recorder.of("AttemptRow")
 
