@@ -49,6 +49,7 @@ class TargetInfo:
     breaker: str = "closed"
     p50_ms: float | None = None
     p95_ms: float | None = None
+    latency_source: str | None = None   # "requests", or "probes" for a target without traffic
     success_rate: float | None = None
     rpm: float | None = None
     cost_per_hour: float | None = None
@@ -79,6 +80,7 @@ class TargetInfo:
             breaker=str(d.get("breaker") or "closed"),
             p50_ms=_num(d.get("p50_ms")),
             p95_ms=_num(d.get("p95_ms")),
+            latency_source=str(d["latency_source"]) if d.get("latency_source") else None,
             success_rate=_num(d.get("success_rate")),
             rpm=_num(d.get("rpm")),
             cost_per_hour=_num(d.get("cost_per_hour")),

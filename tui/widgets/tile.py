@@ -130,6 +130,8 @@ class TargetTile(Widget, can_focus=True):
     @staticmethod
     def _lat_text(t: TargetInfo) -> Text:
         txt = Text(no_wrap=True, overflow="ellipsis")
+        if t.latency_source == "probes":  # no traffic: say so rather than look faster than the serving target
+            txt.append("probe ", style="dim italic")
         txt.append("p50 ", style="dim")
         txt.append(fmt.ms(t.p50_ms))
         txt.append(" p95 ", style="dim")
