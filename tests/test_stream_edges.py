@@ -212,3 +212,19 @@ def test_breaker_trial_belongs_to_its_owner():
     b.release(early)
     assert b.trial_in_flight
     assert b.success(trial) == ("half_open", "closed")
+
+
+async def test_requests_rerouted_by_a_drills_open_breaker_are_marked(gateway_cfg, start_gateway, recorder):
+    from gateway.faults import parse_fault
+
+    gateway_cfg["breaker"] = {"failures_to_open": 1, "cooldown": 60}
+    gateway_cfg["retry"]["max_attempts_per_target"] = 1
+    gw = await start_gateway(gateway_cfg, store=recorder)
+    gw.runtime.targets["openai/gpt-4.1"].fault = parse_fault("error:503", duration=30, drill_id="drill_x")
+    async with httpx.AsyncClient(base_url=gw.url, timeout=10) as c:
+        for _ in range(3):
+            r = await c.post("/v1/chat/completions", json={"model": "chat", "messages": MSG})
+            assert r.headers["x-patchbay-target"] == "deepseek/deepseek-chat"
+    rows = recorder.of("RequestRow")
+    assert [r.drill_id for r in rows] == ["drill_x"] * 3
+    assert [a.target for a in recorder.of("AttemptRow")].count("openai/gpt-4.1") == 1  # then skipped
