@@ -272,7 +272,10 @@ class MockApp:
             d.refuse(call)  # type: ignore[attr-defined]
         if not call.stream:
             return await self._nonstream_faulted(request, d, call, fault)
-        return await self._stream(request, d, call, fault)
+        try:
+            return await self._stream(request, d, call, fault)
+        except ConnectionResetError:  # the client (usually the gateway) hung up mid-stream: not the mock's error
+            return _Dropped()
 
     async def _pre_faults(self, request: web.Request, d: Dialect, fault: Fault,
                           model: str) -> web.StreamResponse | None:
