@@ -91,17 +91,13 @@ class Gateway:
             await self._start_prober()
 
     def _apply_overrides(self) -> None:
-        try:
-            from gateway.overrides import apply_overrides
-        except ImportError:
-            return
+        from gateway.overrides import apply_overrides
+
         apply_overrides(self.runtime)
 
     async def _start_admin(self) -> None:
-        try:
-            from gateway.admin import make_admin_app
-        except ImportError:
-            return
+        from gateway.admin import make_admin_app
+
         token_env = self.config.server.admin_token_env
         token = self.env.get(token_env, "")
         if not token:
@@ -112,10 +108,8 @@ class Gateway:
         self.admin_port = await self._listen(app, self.config.server.admin_listen)
 
     async def _start_prober(self) -> None:
-        try:
-            from gateway.prober import Prober
-        except ImportError:
-            return
+        from gateway.prober import Prober
+
         prober = Prober(self.runtime, self.session)
         prober.start()
         self.extras.append(prober)

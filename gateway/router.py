@@ -511,9 +511,7 @@ class Router:
                 return self._fallback_json(call, ve)
             return self._client_error(call, self._final_error(call, ve), ve)
         t, res = ans.target, ans.result
-        usage = res.usage
-        if usage is not None and "total_tokens" not in usage:
-            usage = {**usage, "total_tokens": (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)}
+        usage = _with_total(res.usage) if res.usage is not None else None
         msg = res.message
         if "content" not in msg:
             msg = {**msg, "content": None}
@@ -706,9 +704,12 @@ class Router:
             self._failover(call, prev, t, cut)
             start = time.perf_counter()
             st: OpenStream | None = None
+            fault = t.active_fault()
+            if fault is not None and call.drill_id is None:
+                call.drill_id = fault.drill_id
             t.inflight += 1
             try:
-                st = await self._open_stream(call, t, t.active_fault(), deadline, prefill=out.text)
+                st = await self._open_stream(call, t, fault, deadline, prefill=out.text)
                 for d in st.pending:  # the continuation's role delta is not news to the client
                     if d.delta and "role" in d.delta:
                         d.delta = {k: v for k, v in d.delta.items() if k != "role"}
@@ -769,12 +770,11 @@ class Router:
 class _ChunkWriter:
     """Builds OpenAI `chat.completion.chunk` bytes with one id and created for the whole stream."""
 
-    __slots__ = ("prefix", "call", "model", "text", "finished", "usage", "usage_by_target",
+    __slots__ = ("prefix", "call", "text", "finished", "usage", "usage_by_target",
                  "tool_calls_seen", "started", "_role_sent", "_malformed")
 
     def __init__(self, call: Call, model: str):
         self.call = call
-        self.model = model
         self._set_prefix(model)
         self.text = ""
         self.finished = False
@@ -792,7 +792,6 @@ class _ChunkWriter:
 
     def continuation_from(self, t: Target) -> None:
         """Chunks after a continuation carry the model that now answers."""
-        self.model = t.cfg.model
         self._set_prefix(t.cfg.model)
         self.started = time.perf_counter()
 

@@ -27,8 +27,6 @@ log = logging.getLogger("patchbay")
 # Drill traffic marks itself with x-patchbay-drill; only the gateway's own host may do that.
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
-ROUTER_KEY = web.AppKey("router", Router)
-RUNTIME_KEY = web.AppKey("runtime", Runtime)
 
 _TYPES = {
     "temperature": (int, float), "top_p": (int, float), "max_tokens": int, "max_completion_tokens": int,
@@ -234,8 +232,6 @@ def make_data_app(runtime: Runtime, router: Router, client_keys: list[str]) -> w
     # client_max_size is a hard stop above the limit; the handler reports it OpenAI-style.
     app = web.Application(client_max_size=runtime.config.server.max_body_bytes)
     dp = DataPlane(runtime, router, client_keys)
-    app[ROUTER_KEY] = router
-    app[RUNTIME_KEY] = runtime
     app.router.add_post("/v1/chat/completions", dp.chat)
     app.router.add_post("/chat/completions", dp.chat)
     app.router.add_get("/v1/models", dp.models)

@@ -32,10 +32,13 @@ import time
 import weakref
 from dataclasses import dataclass, fields
 from operator import attrgetter
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from .records import AttemptRow, DrillRow, EventRow, RequestRow
-from .schema import JSON_COLUMNS, TABLES, configure_writer, ensure_schema, open_db
+from .schema import JSON_COLUMNS, TABLES, configure_writer, ensure_schema
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .history import History
 
 Row = RequestRow | AttemptRow | EventRow | DrillRow
 

@@ -15,9 +15,6 @@ import aiohttp
 import orjson
 import pytest
 
-pytest.importorskip("gateway.mock.anthropic")
-pytest.importorskip("gateway.mock.gemini")
-
 from gateway.adapters import make_adapter  # noqa: E402
 from gateway.adapters.base import Adapter, ChatResult, ErrorClass, StreamDelta, VendorError  # noqa: E402
 from gateway.config import VendorConfig  # noqa: E402

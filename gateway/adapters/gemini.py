@@ -34,7 +34,7 @@ from gateway.adapters.base import (Adapter, ChatResult, ErrorClass, StreamDecode
                                    UpstreamRequest, VendorError, parse_retry_after, refine_400,
                                    status_class)
 from gateway.adapters.translate import (args_json, as_int, bad, dumps, function_tools, header, json_schema_format,
-                                        max_tokens, new_call_id, opt_int, opt_number, parse_arguments,
+                                        max_tokens, new_call_id, opt_int, opt_number,
                                         parse_image_url, parse_media_url, stop_list, text_of, tool_calls_of,
                                         tool_choice, usage_dict)
 

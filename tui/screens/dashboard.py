@@ -13,7 +13,7 @@ from rich.text import Text
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Container, Horizontal, ScrollableContainer, Vertical
+from textual.containers import Container, ScrollableContainer, Vertical
 from textual.events import Resize
 from textual.screen import Screen
 from textual.widgets import Footer, Static

@@ -83,7 +83,7 @@ class TopBar(Static):
                          style=style.replace("reverse", "").strip())
         running = st.running_drills()
         if running:
-            t.append(f"  ⚑ drill running", style="bold magenta")
+            t.append("  ⚑ drill running", style="bold magenta")
         if not st.store_ok:
             t.append(f"  store failing ({st.rows_not_written} rows lost)", style="bold red")
         if not compact:
