@@ -76,6 +76,9 @@ class Drill:
     first_state_change: float | None = None
     state_before: str | None = None
     order_at_start: dict[str, list[str]] = field(default_factory=dict)
+    # counted as each drill-marked request finishes, so a live view needs no history query
+    live: dict[str, int] = field(default_factory=lambda: {"requests": 0, "rerouted": 0, "client_errors": 0,
+                                                          "failed_attempts": 0})
     cancel_event: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     task: asyncio.Task | None = field(default=None, repr=False)
 
@@ -90,7 +93,7 @@ class Drill:
                 "elapsed_s": round((self.ended or now) - self.started, 3),
                 "remaining_s": (round(max(0.0, self.started + self.duration - now), 3)
                                 if self.state == "running" else 0.0),
-                "synthetic": dict(self.synthetic), "report": self.report}
+                "synthetic": dict(self.synthetic), "live": dict(self.live), "report": self.report}
 
     def row(self) -> DrillRow:
         return DrillRow(id=self.id, target=self.target, fault=self.fault, params=self.params(),
@@ -127,6 +130,21 @@ class DrillManager:
         self._session: aiohttp.ClientSession | None = None
         self._history: Any = None
         self._stopping = False
+        self.rt.drill_request_listeners.append(self._count_request)
+
+    def _count_request(self, row: Any) -> None:
+        """Live figures of a running drill, by the same rules as its report."""
+        d = self.drills.get(row.drill_id)
+        if d is None:
+            return
+        live = d.live
+        live["requests"] += 1
+        live["failed_attempts"] += max(0, (row.attempts or 0) - 1)
+        if row.outcome in ("error", "cut"):
+            live["client_errors"] += 1
+        elif row.outcome == "ok" and self._passed_over(d, {"final_target": row.final_target,
+                                                           "failovers": row.failovers, "route": row.route}):
+            live["rerouted"] += 1
 
     # ------------------------------------------------------------ API
 

@@ -491,6 +491,9 @@ class Router:
         store.put(row)
         for a in call.attempts:
             store.put(a)
+        if row.drill_id is not None:
+            for listener in self.rt.drill_request_listeners:
+                listener(row)
         if call.malformed:
             self.rt.malformed_events += call.malformed
 

@@ -102,6 +102,8 @@ class Runtime:
             for name, r in config.routes.items()
         }
         self._subscribers: set[asyncio.Queue] = set()
+        # called with each finished request that carries a drill id (never for ordinary traffic)
+        self.drill_request_listeners: list[Callable[[Any], None]] = []
         self.malformed_events = 0
         self.started_at = time.time()
         # What apply_overrides found: {"ok", "path", "error", "warnings", "loaded"}; shown in /admin/state.

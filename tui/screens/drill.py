@@ -209,8 +209,18 @@ class DrillsLoaded(Message):
         self.drills, self.detail, self.problem, self.live = drills, detail, problem, live
 
 
-def live_counts(target: str, rows: list[dict[str, Any]]) -> dict[str, int]:
-    """Requests marked with the drill so far: how many, rerouted, seen as errors by clients."""
+def live_counts(target: str, rows: list[dict[str, Any]], gateway_live: dict[str, Any] | None = None
+                ) -> dict[str, int]:
+    """Requests marked with the drill so far: how many, rerouted, seen as errors by clients.
+
+    Gateways count these themselves as requests finish (`live` in the drill, by the same rules as
+    the report); for an older gateway the screen falls back to counting a page of history.
+    """
+    if gateway_live:
+        return {"requests": int(gateway_live.get("requests") or 0),
+                "rerouted": int(gateway_live.get("rerouted") or 0),
+                "client errors": int(gateway_live.get("client_errors") or 0),
+                "failed attempts": int(gateway_live.get("failed_attempts") or 0)}
     return {
         "requests": len(rows),
         "rerouted": sum(1 for r in rows if r.get("final_target") not in (None, target)
@@ -316,8 +326,11 @@ class DrillScreen(Screen):
             detail = await client.get_drill(sel) if sel else None
             live = None
             if detail and detail.get("state") == "running":
-                page = await client.requests({"drill_id": str(detail.get("id"))}, limit=1000)
-                live = live_counts(str(detail.get("target")), page.get("requests") or [])
+                if isinstance(detail.get("live"), dict):
+                    live = live_counts(str(detail.get("target")), [], detail["live"])
+                else:
+                    page = await client.requests({"drill_id": str(detail.get("id"))}, limit=1000)
+                    live = live_counts(str(detail.get("target")), page.get("requests") or [])
         except AdminError as exc:
             self.post_message(DrillsLoaded(None, None, f"gateway refused: {exc.message}"))
         except AdminUnreachable as exc:
