@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from tui.app import PatchbayApp
 
 PAGE_SIZE = 50
-OUTCOMES = ["ok", "fallback", "error", "client_error", "cut"]
+OUTCOMES = ["ok", "fallback", "error", "client_error", "cut", "client_gone"]
 _REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
