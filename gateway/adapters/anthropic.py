@@ -27,7 +27,7 @@ from gateway.adapters.base import (Adapter, ChatResult, ErrorClass, StreamDecode
 from gateway.adapters.translate import (bad, dumps, function_tools, header, json_schema_format,
                                         max_tokens, opt_number, parse_image_url, parse_media_url,
                                         stop_list, text_of, tool_calls_of, tool_choice, usage_dict,
-                                        args_json, as_int)
+                                        args_json, as_int, merge_turn)
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -309,12 +309,7 @@ def convert_messages(messages: Any, prefill: str | None) -> tuple[list[str], lis
     out: list[dict] = []
 
     def add(role: str, blocks: list[dict]) -> None:
-        if not blocks:
-            return
-        if out and out[-1]["role"] == role:
-            out[-1]["content"].extend(blocks)
-        else:
-            out.append({"role": role, "content": blocks})
+        merge_turn(out, role, blocks, "content")
 
     for i, m in enumerate(messages):
         where = f"messages[{i}]"

@@ -36,7 +36,7 @@ from gateway.adapters.base import (Adapter, ChatResult, ErrorClass, StreamDecode
 from gateway.adapters.translate import (args_json, as_int, bad, dumps, function_tools, header, json_schema_format,
                                         max_tokens, new_call_id, opt_int, opt_number,
                                         parse_image_url, parse_media_url, stop_list, text_of, tool_calls_of,
-                                        tool_choice, usage_dict)
+                                        tool_choice, usage_dict, merge_turn)
 
 FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
                       "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK"})
@@ -356,12 +356,7 @@ def convert_messages(messages: Any, prefill: str | None) -> tuple[list[str], lis
     names: dict[str, str] = {}  # tool_call_id -> function name, for functionResponse
 
     def add(role: str, parts: list[dict]) -> None:
-        if not parts:
-            return
-        if out and out[-1]["role"] == role:
-            out[-1]["parts"].extend(parts)
-        else:
-            out.append({"role": role, "parts": parts})
+        merge_turn(out, role, parts, "parts")
 
     for i, m in enumerate(messages):
         where = f"messages[{i}]"

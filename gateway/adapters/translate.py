@@ -275,3 +275,14 @@ def args_json(value: Any) -> str:
     except (orjson.JSONEncodeError, TypeError):
         import json
         return json.dumps(value, default=str)
+
+
+def merge_turn(out: list[dict], role: str, items: list[dict], key: str) -> None:
+    """Append a turn, merged into the previous one when the role repeats (both vendors want
+    alternating roles, OpenAI histories need not alternate)."""
+    if not items:
+        return
+    if out and out[-1]["role"] == role:
+        out[-1][key].extend(items)
+    else:
+        out.append({"role": role, key: items})
