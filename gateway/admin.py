@@ -203,7 +203,8 @@ class Admin:
     def history(self) -> Any:
         if self._history is None:
             from store.history import History
-            self._history = History(self.rt.config.store.path)
+            opener = getattr(self.rt.store, "history", None)  # the store's own reader handles ":memory:"
+            self._history = opener() if opener is not None else History(self.rt.config.store.path)
         return self._history
 
     async def in_thread(self, fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:

@@ -394,7 +394,8 @@ class DrillManager:
     def history(self) -> Any:
         if self._history is None:
             from store.history import History
-            self._history = History(self.rt.config.store.path)
+            opener = getattr(self.rt.store, "history", None)  # the store's own reader handles ":memory:"
+            self._history = opener() if opener is not None else History(self.rt.config.store.path)
         return self._history
 
     async def _report(self, d: Drill) -> dict[str, Any]:
