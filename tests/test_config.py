@@ -145,3 +145,15 @@ targets = [{ vendor = "anthropic", model = "claude-sonnet-4-20250514" }]
     found = problems(tmp_path, text)
     assert any(k == "routes[1].targets" and "defined differently in routes 'chat' and 'other'" in r
                for k, r in found), found
+
+
+def test_the_readme_example_config_is_valid(tmp_path):
+    import pathlib
+    import re
+
+    readme = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = next(b for b in re.findall(r"```toml\n(.*?)```", readme, re.S) if "[server]" in b)
+    env = {"OPENAI_API_KEY": "a", "ANTHROPIC_API_KEY": "b", "DEEPSEEK_API_KEY": "c", "GEMINI_API_KEY": "d"}
+    cfg = load_config(write(tmp_path, example), env=env)
+    assert list(cfg.routes) == ["chat"] and len(cfg.vendors) == 4
+    assert cfg.routes["chat"].targets[1].prefill and cfg.server.read_timeout == 30
