@@ -156,7 +156,8 @@ def format_status(st: dict[str, Any]) -> str:
             state += "*"
         last = t.get("disabled_reason") if t.get("disabled") else t.get("last_error")
         last = " ".join(str(last or "-").split())
-        rows.append([t["id"], state, t.get("breaker", "?"), _ms(t.get("p50_ms")), _ms(t.get("p95_ms")),
+        probe = "~" if t.get("latency_source") == "probes" else ""
+        rows.append([t["id"], state, t.get("breaker", "?"), probe + _ms(t.get("p50_ms")), probe + _ms(t.get("p95_ms")),
                      _pct(t.get("success_rate")), f"{t.get('rpm') or 0:g}", f"{t.get('cost_per_hour') or 0:.2f}",
                      str(t.get("inflight", 0)), last[:60]])
     lines.append(table(["TARGET", "STATE", "BREAKER", "P50", "P95", "OK", "RPM", "$/H", "INFL", "LAST ERROR / REASON"],
@@ -169,6 +170,8 @@ def format_status(st: dict[str, Any]) -> str:
             lines.append(f"drill {d['id']}: {d['fault']} on {d['target']}, {d.get('remaining_s', 0):.0f}s left")
     if any(t.get("fault") for t in st.get("targets", [])):
         lines.append("(* a drill is injecting a fault into this target)")
+    if any(t.get("latency_source") == "probes" for t in st.get("targets", [])):
+        lines.append("(~ latency of health probes: the target has had no traffic)")
     return "\n".join(lines)
 
 

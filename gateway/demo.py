@@ -91,7 +91,9 @@ class DemoEngine:
         self.rps = rps
         self.chaos = chaos
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="patchbay-demo-"))
-        self.admin_token = secrets.token_urlsafe(24)
+        # Your own token lets `patchbay status` / `drill` / `tui` in another terminal reach the demo;
+        # otherwise a random one that is never shown.
+        self.admin_token = os.environ.get("PATCHBAY_ADMIN_TOKEN") or secrets.token_urlsafe(24)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="patchbay-demo", daemon=True)
         self.mock: MockServer | None = None
@@ -219,6 +221,9 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"  try: curl {gw.url}/v1/chat/completions -H 'content-type: application/json' "
           "-d '{\"model\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'")
     print(f"  request log: {engine.workdir / 'patchbay-demo.db'}")
+    if not os.environ.get("PATCHBAY_ADMIN_TOKEN"):
+        print("  (export PATCHBAY_ADMIN_TOKEN=<anything> before `patchbay demo` to also drive it with "
+              "`patchbay status`, `drill` and `tui` from another terminal)")
     deadline = time.monotonic() + args.duration if args.duration else None
     try:
         if not use_tui:
