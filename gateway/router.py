@@ -171,6 +171,13 @@ def _net_error(exc: BaseException, before_headers: bool) -> VendorError:
 _NET_ERRORS = (UpstreamError, aiohttp.ClientError, ConnectionError, OSError)
 
 
+def _returned(err: VendorError) -> ClientError:
+    """A vendor's verdict on the client's own request (content policy, other 4xx), passed back as it is."""
+    code = "content_policy_violation" if err.cls is ErrorClass.CONTENT_POLICY else err.code
+    status = err.status if err.status and 400 <= err.status < 500 else 400
+    return ClientError(status, err.message, "invalid_request_error", code)
+
+
 class Router:
     def __init__(self, runtime: Runtime, session: aiohttp.ClientSession, upstream: Pool | None = None):
         self.rt = runtime
@@ -214,9 +221,7 @@ class Router:
             if last.cls is ErrorClass.CONTEXT_LENGTH:
                 ctx_floor = max(ctx_floor or 0, t.cfg.context_window or 0)
             elif not last.cls.fails_over:
-                code = "content_policy_violation" if last.cls is ErrorClass.CONTENT_POLICY else last.code
-                raise ClientError(last.status if last.status and 400 <= last.status < 500 else 400,
-                                  last.message, "invalid_request_error", code)
+                raise _returned(last)
             if time.perf_counter() >= deadline:
                 break
             failed_from = t
@@ -229,9 +234,7 @@ class Router:
                 return res
             last = res
             if not last.cls.fails_over:  # the client's own error: return it, as in the walk above
-                code = "content_policy_violation" if last.cls is ErrorClass.CONTENT_POLICY else last.code
-                raise ClientError(last.status if last.status and 400 <= last.status < 500 else 400,
-                                  last.message, "invalid_request_error", code)
+                raise _returned(last)
         if last is None:
             last = VendorError(ErrorClass.SERVER, "no target is available (all disabled)", 503)
         if ctx_floor is not None and last.cls is ErrorClass.CONTEXT_LENGTH:
