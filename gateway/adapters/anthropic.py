@@ -25,9 +25,10 @@ from gateway.adapters.base import (Adapter, ChatResult, ErrorClass, StreamDecode
                                    UpstreamRequest, VendorError, parse_retry_after, refine_400,
                                    status_class)
 from gateway.adapters.translate import (bad, dumps, function_tools, header, json_schema_format,
-                                        max_tokens, opt_number, parse_image_url, parse_media_url,
+                                        max_tokens, opt_number, parse_image_url,
                                         stop_list, text_of, tool_calls_of, tool_choice, usage_dict,
-                                        args_json, as_int, merge_turn)
+                                        args_json, as_int, merge_turn, content_parts, part_text,
+                                        inline_file)
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
@@ -267,18 +268,10 @@ def _user_blocks(content: Any, where: str) -> list[dict]:
         return [{"type": "text", "text": content}] if _non_blank(content) else []
     if content is None:
         return []
-    if not isinstance(content, list):
-        bad(f"{where}.content must be a string or an array of parts")
     blocks = []
-    for k, part in enumerate(content):
-        w = f"{where}.content[{k}]"
-        if not isinstance(part, dict):
-            bad(f"{w} must be an object")
-        ptype = part.get("type")
+    for w, ptype, part in content_parts(content, where):
         if ptype == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                bad(f"{w}: a text part needs a string 'text'")
+            text = part_text(part, w)
             if _non_blank(text):
                 blocks.append({"type": "text", "text": text})
         elif ptype == "image_url":
@@ -287,12 +280,7 @@ def _user_blocks(content: Any, where: str) -> list[dict]:
                    else {"type": "url", "url": data})
             blocks.append({"type": "image", "source": src})
         elif ptype == "file":
-            f = part.get("file")
-            fd = f.get("file_data") if isinstance(f, dict) else None
-            if not isinstance(fd, str):
-                bad(f"{w}: only inline file_data (a data URL) files can be sent to Anthropic")
-            kind, mime, data = parse_media_url(fd if fd.startswith("data:") else f"data:application/pdf;base64,{fd}",
-                                               w, "application/pdf")
+            mime, data = inline_file(part, w, "Anthropic")
             if mime != "application/pdf":
                 bad(f"{w}: Anthropic accepts PDF documents only, got {mime}")
             blocks.append({"type": "document", "source": {"type": "base64", "media_type": mime, "data": data}})

@@ -35,8 +35,9 @@ from gateway.adapters.base import (Adapter, ChatResult, ErrorClass, StreamDecode
                                    status_class)
 from gateway.adapters.translate import (args_json, as_int, bad, dumps, function_tools, header, json_schema_format,
                                         max_tokens, new_call_id, opt_int, opt_number,
-                                        parse_image_url, parse_media_url, stop_list, text_of, tool_calls_of,
-                                        tool_choice, usage_dict, merge_turn)
+                                        parse_image_url, stop_list, text_of, tool_calls_of,
+                                        tool_choice, usage_dict, merge_turn, content_parts, part_text,
+                                        inline_file)
 
 FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
                       "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK"})
@@ -300,18 +301,10 @@ def _user_parts(content: Any, where: str) -> list[dict]:
         return [{"text": content}] if content else []
     if content is None:
         return []
-    if not isinstance(content, list):
-        bad(f"{where}.content must be a string or an array of parts")
     parts = []
-    for k, part in enumerate(content):
-        w = f"{where}.content[{k}]"
-        if not isinstance(part, dict):
-            bad(f"{w} must be an object")
-        ptype = part.get("type")
+    for w, ptype, part in content_parts(content, where):
         if ptype == "text":
-            text = part.get("text")
-            if not isinstance(text, str):
-                bad(f"{w}: a text part needs a string 'text'")
+            text = part_text(part, w)
             if text:
                 parts.append({"text": text})
         elif ptype == "image_url":
@@ -324,12 +317,7 @@ def _user_parts(content: Any, where: str) -> list[dict]:
                 bad(f"{w}: input_audio needs 'data' and 'format' strings")
             parts.append({"inlineData": {"mimeType": f"audio/{a['format']}", "data": a["data"]}})
         elif ptype == "file":
-            f = part.get("file")
-            fd = f.get("file_data") if isinstance(f, dict) else None
-            if not isinstance(fd, str):
-                bad(f"{w}: only inline file_data (a data URL) files can be sent to Gemini")
-            _, mime, data = parse_media_url(fd if fd.startswith("data:") else f"data:application/pdf;base64,{fd}",
-                                            w, "application/pdf")
+            mime, data = inline_file(part, w, "Gemini")
             parts.append({"inlineData": {"mimeType": mime, "data": data}})
         else:
             bad(f"{w}: content part type {ptype!r} is not supported by Gemini")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import mimetypes
 import random
-from typing import Any, NoReturn
+from typing import Any, Iterator, NoReturn
 
 import orjson
 
@@ -286,3 +286,32 @@ def merge_turn(out: list[dict], role: str, items: list[dict], key: str) -> None:
         out[-1][key].extend(items)
     else:
         out.append({"role": role, key: items})
+
+
+def content_parts(content: list, where: str) -> Iterator[tuple[str, Any, dict]]:
+    """(where, type, part) for each part of a user message's content array, each checked to be an object."""
+    if not isinstance(content, list):
+        bad(f"{where}.content must be a string or an array of parts")
+    for k, part in enumerate(content):
+        w = f"{where}.content[{k}]"
+        if not isinstance(part, dict):
+            bad(f"{w} must be an object")
+        yield w, part.get("type"), part
+
+
+def part_text(part: dict, where: str) -> str:
+    text = part.get("text")
+    if not isinstance(text, str):
+        bad(f"{where}: a text part needs a string 'text'")
+    return text
+
+
+def inline_file(part: dict, where: str, vendor: str) -> tuple[str, str]:
+    """(mime, base64 data) of a `file` part; only inline file_data (a data URL or bare base64 PDF) travels."""
+    f = part.get("file")
+    fd = f.get("file_data") if isinstance(f, dict) else None
+    if not isinstance(fd, str):
+        bad(f"{where}: only inline file_data (a data URL) files can be sent to {vendor}")
+    _, mime, data = parse_media_url(fd if fd.startswith("data:") else f"data:application/pdf;base64,{fd}",
+                                    where, "application/pdf")
+    return mime, data
