@@ -33,7 +33,7 @@ from gateway.app import Gateway  # noqa: E402
 from gateway.config import parse_config  # noqa: E402
 from gateway.mock.server import start_mock, vendor_configs  # noqa: E402
 from store.history import encode_cursor  # noqa: E402
-from store_queries import build  # noqa: E402
+from store_queries import ensure_log  # noqa: E402
 
 TOKEN = "bench-admin-token"
 TARGET_MS = 50.0
@@ -177,21 +177,9 @@ def main() -> int:
     if path is None:
         tmpdir = tempfile.mkdtemp(prefix="patchbay-bench-")
         path = os.path.join(tmpdir, "bench.db")
-    have = 0
-    if os.path.exists(path):
-        try:
-            with sqlite3.connect(path) as c:
-                have = c.execute("SELECT count(*) FROM requests").fetchone()[0]
-        except sqlite3.Error:
-            have = 0
-    if have != args.rows:
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.remove(path + suffix)
-        secs = build(path, args.rows)
-        print(f"built {args.rows:,} requests in {secs:.1f}s")
-    else:
-        print(f"reusing {path} ({have:,} requests)")
+    secs = ensure_log(path, args.rows)
+    print(f"built {args.rows:,} requests in {secs:.1f}s" if secs is not None
+          else f"reusing {path} ({args.rows:,} requests)")
     try:
         return asyncio.run(run(args, path))
     finally:

@@ -114,6 +114,23 @@ def build(path: str, rows: int, seed: int = 1) -> float:
     return time.perf_counter() - t0
 
 
+
+def ensure_log(path: str, rows: int) -> float | None:
+    """Reuse `path` if it already holds exactly `rows` requests, else rebuild it; seconds spent building."""
+    have = 0
+    if os.path.exists(path):
+        try:
+            with sqlite3.connect(path) as c:
+                have = c.execute("SELECT count(*) FROM requests").fetchone()[0]
+        except sqlite3.Error:
+            have = 0
+    if have == rows:
+        return None
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    return build(path, rows)
+
 def writer_figures(n: int = 200_000) -> None:
     """What logging costs the gateway: put() time per row, and how fast the writer thread drains."""
     from store import Store
@@ -168,24 +185,14 @@ def main() -> int:
     if path is None:
         tmpdir = tempfile.mkdtemp(prefix="patchbay-bench-")
         path = os.path.join(tmpdir, "bench.db")
-    have = 0
-    if os.path.exists(path):
-        with sqlite3.connect(path) as c:
-            try:
-                have = c.execute("SELECT count(*) FROM requests").fetchone()[0]
-            except sqlite3.Error:
-                have = 0
-    if have != args.rows:
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(path + suffix):
-                os.remove(path + suffix)
-        secs = build(path, args.rows)
+    secs = ensure_log(path, args.rows)
+    if secs is not None:
         with sqlite3.connect(path) as c:
             n_att = c.execute("SELECT count(*) FROM attempts").fetchone()[0]
         print(f"built {args.rows:,} requests + {n_att:,} attempts in {secs:.1f}s "
               f"({(args.rows + n_att) / secs:,.0f} rows/s through Sink.write)")
     else:
-        print(f"reusing {path} ({have:,} requests)")
+        print(f"reusing {path} ({args.rows:,} requests)")
     size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
     print(f"database: {size / 1e6:,.0f} MB")
 
