@@ -43,7 +43,8 @@ HEALTHY, DEGRADED, THROTTLED, DOWN, OPEN, DISABLED, MISCONFIGURED = (
 
 
 def _bin(ms: float) -> int:
-    return int(math.log(max(ms, _BIN_BASE_MS) / _BIN_BASE_MS) / _BIN_LOG)
+    """Log-spaced latency bin (multiplications only: this runs on every answered request)."""
+    return int(_log(ms * _INV_BASE) * _INV_BIN_LOG) if ms > _BIN_BASE_MS else 0
 
 
 def _bin_value(b: int) -> float:
@@ -100,7 +101,7 @@ class Health:
         b.n += 1
         if ok:
             b.ok += 1
-            k = int(_log(latency_ms * _INV_BASE) * _INV_BIN_LOG) if latency_ms > _BIN_BASE_MS else 0
+            k = _bin(latency_ms)
             if probe:
                 hist, tot = b.lat_probe, self._lat_probe
             else:
@@ -108,7 +109,7 @@ class Health:
                 b.real += 1
                 b.cost += cost
                 self.last_real_at = self.last_real_ok_at = now
-                self._add_point(now, latency_ms)  # sparklines show what clients get, not probes
+                self._add_point(now, k)  # sparklines show what clients get, not probes
             hist[k] = hist.get(k, 0) + 1
             tot[k] = tot.get(k, 0) + 1
             self._recent_bad.append(False)
@@ -151,12 +152,12 @@ class Health:
                     else:
                         del tot[k]
 
-    def _add_point(self, now: float, latency_ms: float) -> None:
+    def _add_point(self, now: float, k: int) -> None:
+        """One observation (its latency bin) toward the current sparkline point."""
         if now - self._bucket_start >= SERIES_STEP_S:
             if self._step_n:
                 self.series.append(_hist_pct(self._bucket, self._step_n, (0.5,))[0])
             self._bucket_start, self._bucket, self._step_n = now, {}, 0
-        k = _bin(latency_ms)
         self._bucket[k] = self._bucket.get(k, 0) + 1
         self._step_n += 1
 

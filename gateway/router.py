@@ -87,7 +87,7 @@ class Call:
 class Answer:
     target: Target
     result: Any                    # ChatResult or OpenStream
-    attempts_on_target: int
+    cost: float | None = None      # of a whole (non-streaming) answer, computed once
 
 
 class OpenStream:
@@ -276,9 +276,11 @@ class Router:
                 call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, ts, lat_ms, "ok", 200,
                                                 drill_id=call.drill_id))
                 self.rt.breaker_changed(t, t.breaker.success(call), "request succeeded")
+                cost = None
                 if not call.stream:
-                    t.health.observe(True, lat_ms, cost=t.cost(result.usage) or 0.0)
-                return Answer(t, result, n_here)
+                    cost = t.cost(result.usage)
+                    t.health.observe(True, lat_ms, cost=cost or 0.0)
+                return Answer(t, result, cost)
             call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, ts, lat_ms, err.cls.value,
                                             err.status, err.message[:500], drill_id=call.drill_id))
             call.errors.append(f"{t.id}: {err}")
@@ -527,7 +529,7 @@ class Router:
         choices.extend(res.extra_choices)
         out = {"id": f"chatcmpl-{call.id}", "object": "chat.completion", "created": int(call.ts),
                "model": t.cfg.model, "choices": choices, "usage": usage}
-        cost = t.cost(usage)
+        cost = ans.cost
         overhead = call.overhead_ms()
         body = orjson.dumps(out)
         self._record(call, "ok", 200, t, usage, cost, overhead_ms=overhead, answer=body)
