@@ -1,40 +1,126 @@
-"""A lean HTTP/1.1 client for the request path: pooled keep-alive connections, llhttp parsing.
+"""A lean HTTP/1.1 client for every call to a vendor: pooled keep-alive connections, llhttp parsing.
 
 Why not aiohttp's client here: measured on this project's 2-core machine,
 aiohttp's ClientSession costs about 80 µs of CPU per request, a bare asyncio
 protocol about 13 µs; on a gateway whose own work is a few tens of µs that
-difference is most of the overhead budget. This client does only what the
-router needs: one request per connection at a time, Content-Length or
-chunked bodies (SSE streams are chunked), TLS via the ssl module, and clear
-exceptions that map onto the failover contract. The router owns every
-timeout; the only timer here bounds connecting.
+difference is most of the overhead budget. The router, the prober and the
+drills all use this one client, so what is tested here is what production
+traffic, health probes and synthetic drills see alike (DESIGN.md: it is kept
+only while it passes tests/test_transport_conformance.py).
 
-Everything else (the prober's model lists, drills' synthetic traffic, the
-TUI) keeps using aiohttp or httpx, where convenience beats microseconds.
+Why it is strict: a pooled connection is shared by unrelated clients of the
+gateway, so any doubt about where one response ends is a cross-client leak
+(the next caller would read the previous caller's answer). Hence:
+
+* Interim 1xx responses (100 Continue, 103 Early Hints, any number of them)
+  are skipped, as RFC 9110 requires; a 101 we never asked for is an anomaly.
+* A connection goes back to the pool only after a complete, well-formed final
+  response with nothing after it. Bytes after the response (a longer body
+  than Content-Length, pipelined garbage, a second response), bytes arriving
+  while the connection idles in the pool, a parse error, a truncated body:
+  the connection is dropped, and if the response was not complete, the
+  caller gets an exception.
+* Limits, so a misbehaving vendor cannot make the gateway buffer without
+  bound: the response header block (including skipped 1xx blocks) and the
+  body of a non-stream answer (per request: streams pass body_limit=None and
+  are bounded by the router's timers). The body limit counts DECODED bytes.
+* We always send `Accept-Encoding: identity` (callers should not set their
+  own); a vendor that gzips/deflates anyway is decoded incrementally (a
+  decompression bomb stops at the body limit) and the Content-Encoding /
+  Content-Length headers are dropped from the response; any other encoding
+  fails the response.
+* A stale pooled connection is replaced by a fresh one only when it is found
+  dead before any byte of the request went out (closed while idle, or the
+  write failed synchronously). Once a POST may have reached the vendor, a lost
+  connection raises; the router's retry policy decides, not this module.
+* Request header names/values with CR, LF or NUL are refused before anything
+  is sent (the config loader checks too; this is defence in depth).
+
+Routing: `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY` (from the `env`
+mapping given to the Pool, default os.environ, read once at construction) or a
+per-request `proxy=` (a vendor's configured proxy; "" means direct, ignoring
+the environment; NO_PROXY applies only to proxies taken from the environment).
+https targets go through an HTTP CONNECT tunnel, http targets use the
+absolute-form request target. Only http:// proxy URLs are supported. Proxy
+credentials become Proxy-Authorization and never appear in error messages.
+TLS uses ssl.create_default_context() (honours SSL_CERT_FILE/SSL_CERT_DIR) or
+a per-request `ca_file` bundle; one SSLContext is cached per bundle.
+Connections are pooled per (scheme, host, port, proxy, ca_file).
+
+Exceptions (all UpstreamError, which the router maps onto the failover contract):
+  ConnectFailed     refused, DNS, TLS verification, proxy refusal, connect timeout,
+                    invalid URL: nothing was sent.
+  InvalidHeader     (a ConnectFailed and a ValueError) a request header name or
+                    value with CR, LF or NUL: refused, nothing was sent.
+  ConnectionLost    the connection broke; `before_headers` says whether the
+                    response had started.
+  ProtocolError     the vendor broke HTTP: malformed or oversized header block,
+                    unexpected 101, a Content-Encoding we cannot decode, corrupt
+                    compressed data. `before_headers` as for ConnectionLost.
+  ResponseTooLarge  the body passed the request's body_limit (decoded bytes).
+The router owns every timeout; the only timer here bounds connecting
+(TCP + proxy CONNECT + TLS handshake). Happy eyeballs (RFC 8305, 250 ms) for
+hosts with several addresses: the loop's own where it has one, a small race
+here under uvloop, whose create_connection lacks it.
+
+Not supported, on purpose (the router never needs them): HEAD (llhttp would
+wait for the body a HEAD answer announces), request bodies other than bytes,
+https:// or socks proxies, more than one request in flight per connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import functools
+import inspect
+import ipaddress
+import os
+import re
+import socket
 import ssl
 import time
+import zlib
+from asyncio import staggered
 from collections import deque
+from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
 PAUSE_AT = 1 << 20        # stop reading from the vendor when this much body waits unread
 IDLE_TTL = 30.0           # drop pooled connections idle longer than this (vendors close ~60 s)
 MAX_IDLE_PER_HOST = 512
+HEADER_LIMIT = 64 << 10   # response header block, including skipped 1xx blocks
+BODY_LIMIT = 32 << 20     # default limit on a (decoded) response body; None = unlimited (streams)
+STREAM_INFLATE_MAX = 8 << 20   # streams: one compressed packet may not inflate past this
+HAPPY_EYEBALLS_DELAY = 0.25
+
+__all__ = [
+    "BODY_LIMIT",
+    "HEADER_LIMIT",
+    "ConnectFailed",
+    "ConnectionLost",
+    "InvalidHeader",
+    "Pool",
+    "ProtocolError",
+    "Response",
+    "ResponseTooLarge",
+    "UpstreamError",
+]
 
 
 class UpstreamError(Exception):
-    """A network failure talking to a vendor."""
+    """A network or protocol failure talking to a vendor."""
 
 
 class ConnectFailed(UpstreamError):
-    """Refused, DNS, TLS or connect timeout: nothing was sent."""
+    """Refused, DNS, TLS, proxy or connect timeout: nothing was sent."""
+
+
+class InvalidHeader(ConnectFailed, ValueError):
+    """A request header name or value that would break the request framing: refused, nothing was sent."""
 
 
 class ConnectionLost(UpstreamError):
@@ -45,29 +131,64 @@ class ConnectionLost(UpstreamError):
         self.before_headers = before_headers
 
 
+class ProtocolError(UpstreamError):
+    """The vendor's bytes are not acceptable HTTP/1.1 (the connection is closed)."""
+
+    def __init__(self, message: str, before_headers: bool = True):
+        super().__init__(message)
+        self.before_headers = before_headers
+
+
+class ResponseTooLarge(UpstreamError):
+    """The response body passed the request's body_limit (the connection is closed)."""
+
+    before_headers = False
+
+
+class _Stop(Exception):
+    """Raised from a parser callback to stop parsing (the reason is in _Conn.error or is 'trailing bytes')."""
+
+
+_DEFAULT: Any = object()      # body_limit not given: the pool's default
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+
+
+def _host_port(host: str, port: int | None) -> str:
+    """Host[:port] as it appears in Host, CONNECT and absolute URLs: IPv6 literals bracketed."""
+    h = f"[{host}]" if ":" in host else host
+    return h if port is None else f"{h}:{port}"
+
+
 class _Conn(asyncio.Protocol):
     """One keep-alive connection; parses responses with llhttp (httptools)."""
 
-    def __init__(self, key: tuple[str, str, int], pool: "Pool"):
+    def __init__(self, key: tuple, pool: Pool):
         self.key = key
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
+        self.idle = False
         self.idle_since = 0.0
-        self.reused = False
+        self.header_limit = pool.header_limit
+        self.body_limit: int | None = None
+        self.interim = False
+        self.decoder: Any = None
+        self.body: deque[bytes] = deque()
         self._reset()
 
     def _reset(self) -> None:
+        # (interim and decoder are back to False/None whenever a response completes)
         self.status = 0
         self.headers: dict[str, str] = {}
-        self._name = ""
         self.headers_done = False
         self.complete = False
         self.keep_alive = True
-        self.got_bytes = False
-        self.body: deque[bytes] = deque()
-        self.buffered = 0
+        self.cl_dropped = False     # a Content-Length we removed after decoding (see connection_lost)
+        self.head_bytes = 0         # bytes fed while the final header block was incomplete
+        self.head_size = 0          # header bytes counted field by field (covers the last packet)
+        self.buffered = 0          # (self.body is empty here: only a fully read connection is reused)
+        self.received = 0
         self.paused = False
         self.error: UpstreamError | None = None
         self.waiter: asyncio.Future | None = None
@@ -77,13 +198,24 @@ class _Conn(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.got_bytes = True
+        if self.complete or self.idle:
+            self._poison()  # nothing may follow a response: it would reach the next caller
+            return
+        if not self.headers_done:
+            self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as e:
-            self.error = ConnectionLost(f"vendor sent malformed HTTP ({e})", not self.headers_done)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
+            if self.complete:
+                self._poison()  # bytes after the response, in the same packet
+                return
+            if self.error is None:
+                self.error = ProtocolError(f"vendor sent malformed HTTP ({e})", not self.headers_done)
             self._abort()
             self._wake()
+            return
+        if not self.headers_done and self.head_bytes > self.header_limit:
+            self._fail(ProtocolError(f"vendor's response header block exceeds {self.header_limit} bytes"))
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost follows
@@ -91,29 +223,85 @@ class _Conn(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool._all.discard(self)
-        if self.headers_done and not self.complete and "content-length" not in self.headers \
-                and "chunked" not in self.headers.get("transfer-encoding", ""):
-            self.complete = True  # a body delimited by the connection closing
-        elif not self.complete and self.error is None:
+        if self.complete or self.error is not None or self.idle:
+            pass
+        elif self.headers_done and not self._framed():
+            try:
+                self._finish_decoding()
+                self.complete = True  # a body delimited by the connection closing
+            except _Stop:
+                pass
+        else:
             what = "before response headers" if not self.headers_done else "while reading the response"
             reason = f": {exc}" if exc else ""
             self.error = ConnectionLost(f"connection lost {what}{reason}", not self.headers_done)
         self._wake()
 
+    def _framed(self) -> bool:
+        """Content-Length or chunked; else the body is delimited by the connection closing."""
+        h = self.headers
+        return self.cl_dropped or "content-length" in h or "transfer-encoding" in h or self.status in (204, 304)
+
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.complete:
+            raise _Stop  # a second response after the final one: poison (see data_received)
+
     def on_header(self, name: bytes, value: bytes) -> None:
+        size = self.head_size = self.head_size + len(name) + len(value) + 4
+        if size > self.header_limit:  # stop before a flood of small fields costs CPU
+            self.error = ProtocolError(f"vendor's response header block exceeds {self.header_limit} bytes",
+                                       not self.headers_done)
+            raise _Stop
+        if self.headers_done:
+            return  # chunked trailers: not part of the response headers
         key = name.decode("latin-1").lower()
         val = value.decode("latin-1")
         prev = self.headers.get(key)
         self.headers[key] = f"{prev}, {val}" if prev is not None else val
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                self.error = ProtocolError("vendor switched protocols (101) without being asked")
+                raise _Stop
+            self.interim = True  # 100 Continue, 103 Early Hints...: skipped (RFC 9110 15.2)
+            self.headers = {}
+            return
+        h = self.headers
+        self.status = status
         self.keep_alive = self.parser.should_keep_alive()
+        enc = h.get("content-encoding")
+        if enc is not None:
+            e = enc.strip().lower()
+            if e in ("gzip", "x-gzip"):
+                self.decoder = zlib.decompressobj(zlib.MAX_WBITS | 16)
+            elif e == "deflate":
+                self.decoder = _Deflate()
+            elif e != "identity" and e != "":
+                self.error = ProtocolError(
+                    f"vendor sent Content-Encoding {enc.strip()[:40]!r}, which was not asked for "
+                    "(Accept-Encoding: identity) and cannot be decoded")
+                raise _Stop
+            if self.decoder is not None:  # the body handed on is decoded: say so
+                del h["content-encoding"]
+                self.cl_dropped = h.pop("content-length", None) is not None
         self.headers_done = True
         self._wake()
 
     def on_body(self, body: bytes) -> None:
+        if self.decoder is not None:
+            body = self._decode(body)
+            if not body:
+                return
+            self._add(body)
+            return
+        # _add, inlined: this is the hot path
+        self.received += len(body)
+        limit = self.body_limit
+        if limit is not None and self.received > limit:
+            self._too_large(limit)
         self.body.append(body)
         self.buffered += len(body)
         if self.buffered > PAUSE_AT and not self.paused and self.transport is not None:
@@ -122,8 +310,63 @@ class _Conn(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
+        if self.decoder is not None:
+            self._finish_decoding()
         self.complete = True
         self._wake()
+
+    # body handling
+    def _add(self, body: bytes) -> None:
+        self.received += len(body)
+        limit = self.body_limit
+        if limit is not None and self.received > limit:
+            self._too_large(limit)
+        self.body.append(body)
+        self.buffered += len(body)
+        if self.buffered > PAUSE_AT and not self.paused and self.transport is not None:
+            self.transport.pause_reading()
+            self.paused = True
+        self._wake()
+
+    def _too_large(self, limit: int) -> None:
+        self.body.clear()  # raise at once, and free what waits unread
+        self.buffered = 0
+        self.error = ResponseTooLarge(f"vendor's response body exceeds the limit of {limit} bytes")
+        raise _Stop
+
+    def _decode(self, data: bytes) -> bytes:
+        limit = self.body_limit
+        # max_length: never inflate more than one byte past the limit, whatever the ratio; a stream
+        # (no body limit) may not inflate one packet past STREAM_INFLATE_MAX either
+        room = STREAM_INFLATE_MAX + 1 if limit is None else max(1, limit - self.received + 1)
+        try:
+            out = self.decoder.decompress(data, room)
+        except zlib.error as e:
+            self.error = ProtocolError(f"vendor sent a corrupt compressed body ({e})", False)
+            raise _Stop from None
+        if limit is None and len(out) > STREAM_INFLATE_MAX:
+            self.error = ProtocolError(f"one compressed packet of the vendor's stream inflates past "
+                                       f"{STREAM_INFLATE_MAX} bytes", False)
+            raise _Stop
+        return out
+
+    def _finish_decoding(self) -> None:
+        d = self.decoder
+        if d is not None:
+            self.decoder = None
+            try:
+                tail = d.flush()
+            except zlib.error as e:
+                self.error = ProtocolError(f"vendor sent a corrupt compressed body ({e})", False)
+                raise _Stop from None
+            if tail:
+                self._add(tail)
+            if not d.eof:
+                self.error = ProtocolError("vendor's compressed body ends before the compressed stream does", False)
+                raise _Stop
 
     # helpers
     def _wake(self) -> None:
@@ -138,18 +381,53 @@ class _Conn(asyncio.Protocol):
         finally:
             self.waiter = None
 
+    def _fail(self, error: UpstreamError) -> None:
+        if self.error is None:
+            self.error = error
+        self._abort()
+        self._wake()
+
+    def _poison(self) -> None:
+        """The connection can no longer be trusted; what was already parsed stays readable."""
+        self.keep_alive = False
+        self._abort()
+
     def _abort(self) -> None:
         self.closed = True
         if self.transport is not None:
             self.transport.abort()
 
 
+class _Deflate:
+    """'deflate' as sent in the wild: zlib-wrapped (RFC 9110) or, by some servers, raw."""
+
+    def __init__(self) -> None:
+        self.d = zlib.decompressobj(zlib.MAX_WBITS)
+        self.started = False
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        if not self.started:
+            self.started = True
+            try:
+                return self.d.decompress(data, max_length)
+            except zlib.error:
+                self.d = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self.d.decompress(data, max_length)
+
+    def flush(self) -> bytes:
+        return self.d.flush()
+
+    @property
+    def eof(self) -> bool:
+        return self.d.eof
+
+
 class Response:
     """A vendor's response; headers are read, the body is read on demand."""
 
-    __slots__ = ("_conn", "_pool", "status", "headers", "_done")
+    __slots__ = ("_conn", "_done", "_pool", "headers", "status")
 
-    def __init__(self, conn: _Conn, pool: "Pool"):
+    def __init__(self, conn: _Conn, pool: Pool):
         self._conn = conn
         self._pool = pool
         self.status = conn.status
@@ -157,7 +435,8 @@ class Response:
         self._done = False
 
     async def read_chunk(self) -> bytes:
-        """The next piece of body; b"" at the end. Raises ConnectionLost on a cut."""
+        """The next piece of (decoded) body; b"" at the end. Raises ConnectionLost on a cut,
+        ResponseTooLarge past the body limit, ProtocolError on corrupt framing or encoding."""
         if self._done:
             return b""  # released or closed: the connection may already serve someone else
         c = self._conn
@@ -198,7 +477,7 @@ class Response:
             return
         self._done = True
         c = self._conn
-        if c.complete and c.keep_alive and not c.closed and not c.body:
+        if c.complete and c.keep_alive and not c.closed and not c.body and c.error is None:
             self._pool._put_back(c)
         else:
             c._abort()
@@ -210,64 +489,295 @@ class Response:
             self._conn._abort()
 
 
+def _is_loopback(host: str) -> bool:
+    """Loopback never goes through a proxy from the environment (as Go's net/http decides): a gateway
+    beside a local model server (vLLM, Ollama) or its own drills must not be routed to a corporate proxy."""
+    h = host.lower().rstrip(".")
+    if h == "localhost" or h.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+class _NoProxy:
+    """NO_PROXY: hosts, domain suffixes (with or without a leading dot), '*', host:port, IPs and CIDRs."""
+
+    def __init__(self, spec: str):
+        self.all = False
+        self.rules: list[tuple[Any, str, int | None]] = []
+        for raw in spec.split(","):
+            e = raw.strip().lower()
+            if not e:
+                continue
+            if e == "*":
+                self.all = True
+                continue
+            port = None
+            if e.startswith("["):
+                e, _, rest = e[1:].partition("]")
+                if rest[:1] == ":" and rest[1:].isdigit():
+                    port = int(rest[1:])
+            elif e.count(":") == 1:
+                h, _, p = e.partition(":")
+                if p.isdigit():
+                    e, port = h, int(p)
+            try:
+                net = ipaddress.ip_network(e, strict=False)
+            except ValueError:
+                net = None
+            name = e[2:] if e.startswith("*.") else e.lstrip(".")
+            self.rules.append((net, name.rstrip("."), port))
+
+    def bypass(self, host: str, port: int) -> bool:
+        if self.all:
+            return True
+        h = host.lower().rstrip(".")
+        try:
+            ip: Any = ipaddress.ip_address(h)
+        except ValueError:
+            ip = None
+        for net, name, p in self.rules:
+            if p is not None and p != port:
+                continue
+            if net is not None:
+                if ip is not None and ip.version == net.version and ip in net:
+                    return True
+            elif name and (h == name or h.endswith("." + name)):
+                return True
+        return False
+
+
+class _Proxy:
+    __slots__ = ("auth", "host", "label", "port", "url")
+
+    def __init__(self, url: str):
+        self.url = url
+        if "://" not in url:
+            url = "http://" + url  # like curl: a bare host:port is an http proxy
+        u = urlsplit(url)
+        if u.scheme.lower() != "http":
+            raise ConnectFailed(f"proxy scheme {u.scheme!r} is not supported (only http:// proxies)")
+        try:
+            host, port = u.hostname, u.port or 80
+        except ValueError:
+            host = None
+        if not host:
+            raise ConnectFailed("invalid proxy URL (not shown: it may hold credentials)")
+        self.host, self.port = host, port
+        self.label = f"http://{_host_port(host, port)}"  # never the credentials
+        self.auth = None
+        if u.username is not None or u.password is not None:
+            cred = f"{unquote(u.username or '')}:{unquote(u.password or '')}".encode()
+            self.auth = b"Proxy-Authorization: Basic " + base64.b64encode(cred) + b"\r\n"
+
+
+class _Route:
+    """Everything a URL + proxy + ca_file resolve to; cached, vendors use few URLs."""
+
+    __slots__ = ("ca_file", "head", "host", "key", "port", "proxy", "tls", "where")
+
+    def __init__(self, key: tuple, head: bytes, host: str, port: int, tls: bool,
+                 proxy: _Proxy | None, ca_file: str | None):
+        self.key, self.head, self.host, self.port, self.tls = key, head, host, port, tls
+        self.proxy, self.ca_file = proxy, ca_file
+        self.where = _host_port(host, port) + (f" via proxy {proxy.label}" if proxy else "")
+
+
+class _Tunnel(asyncio.Protocol):
+    """Reads a proxy's answer to CONNECT; the TLS session to the vendor then takes the transport over."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.buf = bytearray()
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def data_received(self, data: bytes) -> None:
+        if self.done.done():
+            self.buf += data  # bytes before our TLS hello: an anomaly, checked by the caller
+            return
+        self.buf += data
+        if b"\r\n\r\n" in self.buf:
+            self.done.set_result(None)
+        elif len(self.buf) > self.limit:
+            self.done.set_exception(ConnectFailed("proxy's answer to CONNECT is too large"))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(ConnectFailed("proxy closed the connection during CONNECT"))
+
+
 class Pool:
-    """Keep-alive connections per (scheme, host, port); unlimited, like the router wants."""
+    """Keep-alive connections per (scheme, host, port, proxy, ca_file); unlimited, like the router wants."""
 
-    def __init__(self, connect_timeout: float = 3.0):
+    def __init__(self, connect_timeout: float = 3.0, *, env: Mapping[str, str] | None = None,
+                 header_limit: int = HEADER_LIMIT, body_limit: int | None = BODY_LIMIT):
         self.connect_timeout = connect_timeout
-        self._idle: dict[tuple[str, str, int], list[_Conn]] = {}
-        self._ssl: ssl.SSLContext | None = None
-        self._targets: dict[str, tuple[tuple[str, str, int], bytes]] = {}
+        self.header_limit = header_limit
+        self.body_limit = body_limit
+        self._idle: dict[tuple, list[_Conn]] = {}
+        self._ssl: dict[str | None, ssl.SSLContext] = {}
+        self._routes: dict[Any, _Route] = {}
         self._all: set[_Conn] = set()
+        e = os.environ if env is None else env
 
-    def _parse(self, url: str) -> tuple[tuple[str, str, int], bytes]:
-        """(key, request-target bytes) for a URL; cached, vendors use few URLs."""
-        hit = self._targets.get(url)
-        if hit is None:
+        def get(*names: str) -> str:
+            for n in names:
+                v = e.get(n)
+                if v and v.strip():
+                    return v.strip()
+            return ""
+        fallback = get("all_proxy", "ALL_PROXY")
+        self._env_proxy = {"https": get("https_proxy", "HTTPS_PROXY") or fallback,
+                           "http": get("http_proxy", "HTTP_PROXY") or fallback}
+        self._no_proxy = _NoProxy(get("no_proxy", "NO_PROXY"))
+        self._he: bool | None = None
+
+    # routing
+    def _route(self, url: str, proxy: str | None, ca_file: str | None) -> _Route:
+        try:
             u = urlsplit(url)
-            if u.scheme not in ("http", "https") or not u.hostname:
-                raise ConnectFailed(f"invalid vendor URL {url!r}")
-            port = u.port or (443 if u.scheme == "https" else 80)
-            path = (u.path or "/") + (f"?{u.query}" if u.query else "")
-            default = (u.scheme == "http" and port == 80) or (u.scheme == "https" and port == 443)
-            host = u.hostname if default else f"{u.hostname}:{port}"
-            if ":" in (u.hostname or "") and not default:
-                host = f"[{u.hostname}]:{port}"
-            # Some vendor front ends refuse requests without a User-Agent.
-            hit = ((u.scheme, u.hostname, port),
-                   f" {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: patchbay/0.1\r\n".encode("latin-1"))
-            if len(self._targets) < 10_000:
-                self._targets[url] = hit
-        return hit
+            hostname, port = u.hostname, u.port
+        except ValueError:
+            raise ConnectFailed(f"invalid vendor URL {url!r}") from None
+        if u.scheme not in ("http", "https") or not hostname:
+            raise ConnectFailed(f"invalid vendor URL {url!r}")
+        tls = u.scheme == "https"
+        port = port or (443 if tls else 80)
+        default = port == (443 if tls else 80)
+        host_hdr = _host_port(hostname, None if default else port)
+        path = (u.path or "/") + (f"?{u.query}" if u.query else "")
+        if proxy is None:
+            spec = self._env_proxy[u.scheme]
+            if spec and (_is_loopback(hostname) or self._no_proxy.bypass(hostname, port)):
+                spec = ""
+        else:
+            spec = proxy
+        px = _Proxy(spec) if spec else None
+        target = f"{u.scheme}://{host_hdr}{path}" if px is not None and not tls else path
+        # Some vendor front ends refuse requests without a User-Agent.
+        head = f" {target} HTTP/1.1\r\nHost: {host_hdr}\r\nUser-Agent: patchbay/0.1\r\n" \
+               "Accept-Encoding: identity\r\n".encode("latin-1")
+        if px is not None and not tls and px.auth:
+            head += px.auth
+        key = (u.scheme, hostname, port, px.url if px else None, ca_file if tls else None)
+        return _Route(key, head, hostname, port, tls, px, ca_file)
 
-    async def _connect(self, key: tuple[str, str, int]) -> _Conn:
-        scheme, host, port = key
+    def _ssl_context(self, ca_file: str | None) -> ssl.SSLContext:
+        ctx = self._ssl.get(ca_file)
+        if ctx is None:
+            try:
+                ctx = ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as e:
+                raise ConnectFailed(f"cannot load CA bundle {ca_file!r}: {e}") from None
+            self._ssl[ca_file] = ctx
+        return ctx
+
+    async def _open(self, factory: Any, host: str, port: int, ctx: ssl.SSLContext | None,
+                    server_hostname: str | None) -> tuple[asyncio.BaseTransport, Any]:
+        """create_connection with happy eyeballs (RFC 8305) when a host has several addresses."""
         loop = asyncio.get_running_loop()
-        ctx = None
-        if scheme == "https":
-            if self._ssl is None:
-                self._ssl = ssl.create_default_context()
-            ctx = self._ssl
+        if self._he is None:
+            try:
+                self._he = "happy_eyeballs_delay" in inspect.signature(loop.create_connection).parameters
+            except (TypeError, ValueError):
+                self._he = False
+        if self._he:
+            return await loop.create_connection(factory, host, port, ssl=ctx, server_hostname=server_hostname,
+                                                happy_eyeballs_delay=HAPPY_EYEBALLS_DELAY, interleave=1)
+        # uvloop's create_connection has no happy eyeballs: race the addresses here, then hand it the socket.
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        if len(infos) <= 1:
+            return await loop.create_connection(factory, host, port, ssl=ctx, server_hostname=server_hostname)
+        by_family: dict[int, list] = {}
+        for info in infos:
+            by_family.setdefault(info[0], []).append(info)
+        queues = list(by_family.values())
+        ordered = [q[i] for i in range(max(map(len, queues))) for q in queues if i < len(q)]
+        socks: list[socket.socket] = []
+
+        async def attempt(info: tuple) -> socket.socket:
+            sock = socket.socket(info[0], info[1], info[2])
+            socks.append(sock)
+            sock.setblocking(False)
+            await loop.sock_connect(sock, info[4])
+            return sock
+        winner = None
+        try:
+            winner, _, errors = await staggered.staggered_race(
+                [functools.partial(attempt, i) for i in ordered], HAPPY_EYEBALLS_DELAY)
+            if winner is None:
+                first = next((e for e in errors if e is not None), None)
+                raise OSError(f"no address of {host} answered ({first})")
+            return await loop.create_connection(factory, sock=winner, ssl=ctx, server_hostname=server_hostname)
+        except BaseException:
+            winner = None
+            raise
+        finally:
+            for sock in socks:
+                if sock is not winner:
+                    sock.close()
+
+    async def _connect(self, r: _Route) -> _Conn:
+        ctx = self._ssl_context(r.ca_file) if r.tls else None
+        px = r.proxy
+        tr: Any = None
         try:
             async with asyncio.timeout(self.connect_timeout):
-                _, conn = await loop.create_connection(lambda: _Conn(key, self), host, port, ssl=ctx,
-                                                       server_hostname=host if ctx else None)
+                if px is None:
+                    _, conn = await self._open(lambda: _Conn(r.key, self), r.host, r.port, ctx,
+                                               r.host if ctx else None)
+                elif not r.tls:
+                    _, conn = await self._open(lambda: _Conn(r.key, self), px.host, px.port, None, None)
+                else:
+                    tr, tun = await self._open(lambda: _Tunnel(self.header_limit), px.host, px.port, None, None)
+                    hp = _host_port(r.host, r.port).encode("latin-1")
+                    tr.write(b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%sUser-Agent: patchbay/0.1\r\n\r\n"
+                             % (hp, hp, px.auth or b""))
+                    await tun.done
+                    head, _, rest = bytes(tun.buf).partition(b"\r\n\r\n")
+                    line = head.split(b"\r\n", 1)[0].decode("latin-1")
+                    parts = line.split(" ", 2)
+                    code = parts[1] if len(parts) > 1 else ""
+                    if not (parts[0].startswith("HTTP/1.") and code.isdigit() and len(code) == 3):
+                        raise ConnectFailed(f"proxy {px.label} sent a malformed answer to CONNECT")
+                    if not code.startswith("2"):
+                        reason = parts[2][:60] if len(parts) > 2 else ""
+                        raise ConnectFailed(f"proxy {px.label} refused CONNECT to {_host_port(r.host, r.port)}: "
+                                            f"{code} {reason}".rstrip())
+                    if rest:
+                        raise ConnectFailed(f"proxy {px.label} sent data before the TLS handshake")
+                    conn = _Conn(r.key, self)
+                    tls_tr = await asyncio.get_running_loop().start_tls(tr, conn, ctx, server_hostname=r.host)
+                    conn.connection_made(tls_tr)
+                    tr = None
         except TimeoutError:
-            raise ConnectFailed(f"connect to {host}:{port} timed out after {self.connect_timeout:g}s") from None
-        except (OSError, ssl.SSLError) as e:
-            raise ConnectFailed(f"cannot connect to {host}:{port}: {e.strerror or e}"
-                                if isinstance(e, OSError) and e.strerror else f"cannot connect to {host}:{port}: {e}"
-                                ) from None
+            raise ConnectFailed(f"connect to {r.where} timed out after {self.connect_timeout:g}s") from None
+        except ssl.SSLCertVerificationError as e:
+            raise ConnectFailed(f"TLS verification of {r.where} failed: {e.verify_message or e.reason}") from None
+        except ssl.SSLError as e:
+            raise ConnectFailed(f"TLS handshake with {r.where} failed: {e.reason or e}") from None
+        except OSError as e:
+            raise ConnectFailed(f"cannot connect to {r.where}: {e.strerror or e}") from None
+        finally:
+            if tr is not None:
+                tr.abort()
         self._all.add(conn)
         return conn
 
-    def _take_idle(self, key: tuple[str, str, int]) -> _Conn | None:
+    def _take_idle(self, key: tuple) -> _Conn | None:
         idle = self._idle.get(key)
+        if not idle:
+            return None
         now = time.monotonic()
         while idle:
             c = idle.pop()
-            if not c.closed and now - c.idle_since < IDLE_TTL:
-                c.reused = True
+            if not c.closed and now - c.idle_since < IDLE_TTL and not c.transport.is_closing():  # type: ignore
+                c.idle = False
                 return c
             c._abort()
             self._all.discard(c)
@@ -275,6 +785,7 @@ class Pool:
 
     def _put_back(self, c: _Conn) -> None:
         c._reset()
+        c.idle = True
         c.idle_since = time.monotonic()
         idle = self._idle.setdefault(c.key, [])
         if len(idle) < MAX_IDLE_PER_HOST:
@@ -283,40 +794,57 @@ class Pool:
             c._abort()
             self._all.discard(c)
 
-    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None) -> Response:
-        """Send a request; return once the response headers are in."""
-        key, target = self._parse(url)
-        head = [method.encode("ascii"), target]
-        for k, v in headers.items():
-            head.append(f"{k}: {v}\r\n".encode("latin-1"))
+    async def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None, *,
+                      proxy: str | None = None, ca_file: str | None = None,
+                      body_limit: int | None = _DEFAULT) -> Response:
+        """Send a request; return once the final response headers are in.
+
+        proxy: None = from the environment, "" = direct, else an http:// proxy URL.
+        ca_file: a CA bundle for this vendor (https only). body_limit: None for
+        streams, default the pool's (32 MiB); counts decoded bytes.
+        """
+        rkey: Any = url if proxy is None and ca_file is None else (url, proxy, ca_file)
+        route = self._routes.get(rkey)
+        if route is None:
+            route = self._route(url, proxy, ca_file)
+            if len(self._routes) < 10_000:
+                self._routes[rkey] = route
+        text = "".join([f"{k}: {v}\r\n" for k, v in headers.items()])
+        n = len(headers)
+        # One pass each instead of a check per header: any CR or LF beyond the n line ends is injected.
+        if text.count("\r") != n or text.count("\n") != n or "\0" in text:
+            raise InvalidHeader(f"request header {_bad_header(headers)!r} contains CR, LF or NUL; refused")
+        if method not in _METHODS and not _TOKEN.fullmatch(method):
+            raise InvalidHeader(f"invalid request method {method[:20]!r}")
         if body is not None:
-            head.append(b"Content-Length: %d\r\n" % len(body))
-        head.append(b"\r\n")
-        payload = b"".join(head) + (body or b"")
-        for attempt in (0, 1):
-            conn = self._take_idle(key) if attempt == 0 else None
+            text += f"Content-Length: {len(body)}\r\n"
+        payload = b"".join((method.encode("ascii"), route.head, text.encode("latin-1"), b"\r\n", body or b""))
+        limit = self.body_limit if body_limit is _DEFAULT else body_limit
+        while True:
+            conn = self._take_idle(route.key)
+            fresh = conn is None
             if conn is None:
-                conn = await self._connect(key)
-            try:
-                assert conn.transport is not None
-                conn.transport.write(payload)
-                while not conn.headers_done:
-                    if conn.error is not None:
-                        raise conn.error
-                    await conn.wait()
-            except ConnectionLost:
+                conn = await self._connect(route)
+            conn.body_limit = limit
+            t = conn.transport
+            assert t is not None
+            t.write(payload)
+            if not fresh and t.is_closing():
+                # The pooled connection died on this very write: nothing reached the vendor.
                 conn._abort()
                 self._all.discard(conn)
-                # A pooled connection the vendor had already closed: retry once on a fresh one.
-                if attempt == 0 and conn.reused and not conn.got_bytes:
-                    continue
-                raise
-            except BaseException:
-                conn._abort()  # cancelled or timed out mid-exchange: never reuse
-                self._all.discard(conn)
-                raise
-            return Response(conn, self)
-        raise AssertionError("unreachable")  # pragma: no cover
+                continue
+            break
+        try:
+            while not conn.headers_done:
+                if conn.error is not None:
+                    raise conn.error
+                await conn.wait()
+        except BaseException:
+            conn._abort()  # failed, cancelled or timed out mid-exchange: never reuse
+            self._all.discard(conn)
+            raise
+        return Response(conn, self)
 
     async def close(self) -> None:
         for c in list(self._all):
@@ -327,3 +855,14 @@ class Pool:
     def stats(self) -> dict[str, Any]:
         return {"open": sum(1 for c in self._all if not c.closed),
                 "idle": sum(len(v) for v in self._idle.values())}
+
+
+def _bad_header(headers: dict[str, str]) -> str:
+    """The name of the first header with CR, LF or NUL in it (names only: a value may be a secret)."""
+    for k, v in headers.items():
+        if any(ch in f"{k}{v}" for ch in "\r\n\0"):
+            return str(k)[:40]
+    return "?"
+
+
+_METHODS = frozenset(("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"))

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from gateway.upstream import ConnectFailed, ConnectionLost, Pool
+from gateway.upstream import ConnectFailed, ConnectionLost, Pool, ProtocolError
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ async def test_content_length_body_and_headers(server):
         body = await request.read()
         return web.Response(body=b"got:" + body, headers={"Retry-After": "2", "X-Two": "a"})
     routes["/echo"] = echo
-    pool = Pool()
+    pool = Pool(env={})
     resp = await pool.request("POST", f"{base}/echo?x=1", {"content-type": "application/json"}, b'{"a":1}')
     assert resp.status == 200 and resp.headers["retry-after"] == "2"
     assert await resp.read() == b'got:{"a":1}'
@@ -61,7 +61,7 @@ async def test_chunked_stream_arrives_in_pieces_and_connection_is_reused(server)
         await resp.write_eof()
         return resp
     routes["/sse"] = sse
-    pool = Pool()
+    pool = Pool(env={})
     for _ in range(3):
         resp = await pool.request("GET", f"{base}/sse", {}, None)
         pieces = []
@@ -79,7 +79,7 @@ async def test_large_body_with_backpressure(server):
     async def big(request):
         return web.Response(body=blob)
     routes["/big"] = big
-    pool = Pool()
+    pool = Pool(env={})
     resp = await pool.request("GET", f"{base}/big", {}, None)
     await asyncio.sleep(0.2)  # let the vendor fill the buffer while nobody reads
     assert await resp.read() == blob
@@ -87,14 +87,14 @@ async def test_large_body_with_backpressure(server):
 
 
 async def test_connection_refused_is_connect_failed(unused_tcp_port):
-    pool = Pool(connect_timeout=1)
+    pool = Pool(connect_timeout=1, env={})
     with pytest.raises(ConnectFailed, match="cannot connect"):
         await pool.request("GET", f"http://127.0.0.1:{unused_tcp_port}/x", {}, None)
 
 
 async def test_invalid_url_is_connect_failed():
     with pytest.raises(ConnectFailed, match="invalid vendor URL"):
-        await Pool().request("GET", "ftp://example/x", {}, None)
+        await Pool(env={}).request("GET", "ftp://example/x", {}, None)
 
 
 async def test_reset_before_headers_is_connection_lost():
@@ -103,7 +103,7 @@ async def test_reset_before_headers_is_connection_lost():
         writer.transport.abort()
     srv, base = await raw_server(handler)
     with pytest.raises(ConnectionLost) as ei:
-        await Pool().request("GET", f"{base}/x", {}, None)
+        await Pool(env={}).request("GET", f"{base}/x", {}, None)
     assert ei.value.before_headers
     srv.close()
 
@@ -115,7 +115,7 @@ async def test_cut_mid_body_is_connection_lost_after_headers():
         await writer.drain()
         writer.transport.abort()
     srv, base = await raw_server(handler)
-    resp = await Pool().request("GET", f"{base}/x", {}, None)
+    resp = await Pool(env={}).request("GET", f"{base}/x", {}, None)
     assert resp.status == 200
     with pytest.raises(ConnectionLost) as ei:
         await resp.read()
@@ -123,14 +123,15 @@ async def test_cut_mid_body_is_connection_lost_after_headers():
     srv.close()
 
 
-async def test_malformed_http_is_connection_lost():
+async def test_malformed_http_is_protocol_error():
     async def handler(reader, writer):
         await reader.readuntil(b"\r\n\r\n")
         writer.write(b"this is not http\r\n\r\n")
         await writer.drain()
     srv, base = await raw_server(handler)
-    with pytest.raises(ConnectionLost, match="malformed HTTP"):
-        await Pool().request("GET", f"{base}/x", {}, None)
+    with pytest.raises(ProtocolError, match="malformed HTTP") as ei:
+        await Pool(env={}).request("GET", f"{base}/x", {}, None)
+    assert ei.value.before_headers
     srv.close()
 
 
@@ -141,12 +142,12 @@ async def test_body_delimited_by_close():
         await writer.drain()
         writer.close()
     srv, base = await raw_server(handler)
-    resp = await Pool().request("GET", f"{base}/x", {}, None)
+    resp = await Pool(env={}).request("GET", f"{base}/x", {}, None)
     assert await resp.read() == b"until the end"
     srv.close()
 
 
-async def test_stale_pooled_connection_is_retried_once_on_a_fresh_one():
+async def test_pooled_connection_closed_by_the_vendor_while_idle_is_not_used():
     served = []
 
     async def handler(reader, writer):
@@ -156,7 +157,7 @@ async def test_stale_pooled_connection_is_retried_once_on_a_fresh_one():
         await writer.drain()
         writer.close()  # the vendor closes the keep-alive connection after answering
     srv, base = await raw_server(handler)
-    pool = Pool()
+    pool = Pool(env={})
     resp = await pool.request("GET", f"{base}/x", {}, None)
     assert await resp.read() == b"ok"
     await asyncio.sleep(0.05)
@@ -172,7 +173,7 @@ async def test_cancel_mid_exchange_never_reuses_the_connection(server):
         await asyncio.sleep(5)
         return web.Response(text="late")
     routes["/slow"] = slow
-    pool = Pool()
+    pool = Pool(env={})
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.1):
             await pool.request("GET", f"{base}/slow", {}, None)
