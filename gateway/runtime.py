@@ -36,6 +36,11 @@ class Target:
     disabled_at: float | None = None    # epoch seconds
     # the vendor's key and header values, scrubbed from its error texts (never shown: repr=False)
     secrets: tuple[str, ...] = field(default=(), repr=False)
+    secret_bytes: tuple[bytes, ...] = field(default=(), repr=False)   # the same, for raw bodies
+
+    def __post_init__(self) -> None:
+        if self.secrets and not self.secret_bytes:
+            self.secret_bytes = tuple(s.encode("utf-8", "replace") for s in self.secrets)
 
     @property
     def id(self) -> str:
@@ -86,6 +91,9 @@ class Runtime:
         self.store = store if store is not None else NullStore()
         self.targets: dict[str, Target] = {}
         adapters: dict[str, Adapter] = {}
+        # Every vendor's secrets are scrubbed from every vendor's errors: a relay may echo any key it holds.
+        secrets = tuple(sorted({s for v in config.vendors.values() for s in vendor_secrets(v)}, key=len,
+                               reverse=True))
         for route in config.routes.values():
             for tc in route.targets:
                 if tc.id in self.targets:
@@ -96,7 +104,7 @@ class Runtime:
                     adapter = adapters[vendor.name] = make_adapter(vendor)
                 self.targets[tc.id] = Target(cfg=tc, vendor=vendor, adapter=adapter,
                                              breaker=Breaker(config.breaker, clock),
-                                             price=config.prices.get(tc.id), secrets=vendor_secrets(vendor))
+                                             price=config.prices.get(tc.id), secrets=secrets)
         self.routes: dict[str, Route] = {
             name: Route(name, [t.id for t in r.targets], r.fallback_response)
             for name, r in config.routes.items()

@@ -165,16 +165,63 @@ def vendor_secrets(vendor: VendorConfig) -> tuple[str, ...]:
     """What this vendor was sent that it must never get to echo into Patchbay's logs, database or answers:
     its API key and its configured header values (relay auth headers), longest first."""
     values = {vendor.api_key or "", *vendor.headers.values()}
+    if vendor.proxy:
+        from urllib.parse import urlsplit
+
+        values.add(urlsplit(vendor.proxy).password or "")
     return tuple(sorted((v for v in values if len(v) >= 8), key=len, reverse=True))
 
 
-def scrub(err: VendorError, secrets: tuple[str, ...]) -> VendorError:
-    """Remove echoed secrets from a vendor's error text (some relays quote the key they were sent)."""
+FRAGMENT_CHARS = 8   # a run this long of any secret is scrubbed, wherever it stands
+
+
+def _covered(text: Any, secrets: tuple[Any, ...]) -> list[tuple[int, int]]:
+    """Spans of `text` made of runs of >= FRAGMENT_CHARS characters of some secret, merged."""
+    k = FRAGMENT_CHARS
+    grams = set()
     for s in secrets:
-        if s in err.message:
-            err.message = err.message.replace(s, REDACTED)
-        if err.code and s in err.code:
-            err.code = err.code.replace(s, REDACTED)
+        for i in range(len(s) - k + 1):
+            grams.add(s[i:i + k])
+    spans: list[tuple[int, int]] = []
+    for i in range(len(text) - k + 1):
+        if text[i:i + k] in grams:
+            if spans and spans[-1][1] >= i:
+                spans[-1] = (spans[-1][0], i + k)
+            else:
+                spans.append((i, i + k))
+    return spans
+
+
+def scrub_text(text: Any, secrets: tuple[Any, ...]) -> Any:
+    """`text` (str, or bytes with bytes secrets) with every secret, and every fragment of
+    FRAGMENT_CHARS or more characters of one, replaced by [redacted].
+
+    Fragments matter because vendors and relays cut what they echo: a key quoted
+    near the end of a truncated error page must not leak 33 of its 34 characters.
+    Callers scrub before they cut anything, so no cut can leave a shorter piece.
+    """
+    if not secrets or not text or len(text) < FRAGMENT_CHARS:
+        return text
+    spans = _covered(text, secrets)
+    if not spans:
+        return text
+    mark: Any = REDACTED if isinstance(text, str) else REDACTED.encode()
+    out = []
+    pos = 0
+    for a, b in spans:
+        out.append(text[pos:a])
+        out.append(mark)
+        pos = b
+    out.append(text[pos:])
+    return text[:0].join(out)
+
+
+def scrub(err: VendorError, secrets: tuple[str, ...]) -> VendorError:
+    """Remove echoed secrets, whole or in part, from a vendor's error text (some relays quote the key)."""
+    if secrets:
+        err.message = scrub_text(err.message, secrets)
+        if err.code:
+            err.code = scrub_text(err.code, secrets)
     return err
 
 
