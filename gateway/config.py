@@ -84,6 +84,15 @@ class ProberConfig:
 
 
 @dataclass(frozen=True)
+class UpstreamLimits:
+    """What one vendor answer may cost the gateway; past a limit the attempt fails as a vendor fault."""
+
+    max_header_bytes: int = 64 * 1024           # response header block
+    max_body_bytes: int = 32 * 1024 * 1024      # one non-stream answer
+    max_event_bytes: int = 1024 * 1024          # one SSE line or event
+
+
+@dataclass(frozen=True)
 class VendorConfig:
     name: str
     kind: str
@@ -91,7 +100,10 @@ class VendorConfig:
     api_key_env: str | None = None
     # Resolved from the environment at load; never printed (repr=False).
     api_key: str | None = field(default=None, repr=False, compare=False)
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
+    # None: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY from the environment; "": direct.
+    proxy: str | None = field(default=None, repr=False)
+    ca_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +143,7 @@ class Config:
     vendors: dict[str, VendorConfig]
     routes: dict[str, RouteConfig]
     prices: dict[str, Price]
+    upstream: UpstreamLimits = UpstreamLimits()
 
     @property
     def overrides_path(self) -> str:
@@ -245,6 +258,57 @@ def _url(v: str) -> str | None:
     return None if v.startswith(("http://", "https://")) else f"must start with http:// or https://, got {v!r}"
 
 
+_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _header_problem(name: str, value: Any) -> str | None:
+    """Why a configured header cannot be sent as it is (RFC 9110 field syntax), or None."""
+    if not name or not set(name) <= _TOKEN_CHARS:
+        return "is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    if not isinstance(value, str):
+        return f"must be a string, got {_tname(value)}"
+    if any(ch in value for ch in "\r\n\0"):
+        return "must not contain a line break or NUL (it would inject headers into every request)"
+    if value != value.strip(" \t"):
+        return "must not start or end with spaces"
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return "must be Latin-1 text (HTTP header values cannot carry other characters)"
+    return None
+
+
+def _proxy_url(v: str) -> str | None:
+    if v == "":
+        return None   # explicit: connect directly, whatever the environment says
+    from urllib.parse import urlsplit
+
+    try:
+        u = urlsplit(v)
+        u.port  # noqa: B018 - raises on a bad port
+    except ValueError as e:
+        return f"is not a valid proxy URL ({e})"
+    if u.scheme != "http" or not u.hostname:
+        return 'must be an http:// proxy URL like "http://proxy.internal:3128" (or "" for a direct connection)'
+    return None
+
+
+def _resolve(config_path: str, p: str) -> str:
+    """A path from the config, relative to the config file's folder."""
+    return p if os.path.isabs(p) else str(Path(config_path).resolve().parent / p)
+
+
+def _readable_file_beside(config_path: str):
+    def check(v: str) -> str | None:
+        full = _resolve(config_path, v)
+        if not os.path.isfile(full):
+            return f"file not found: {full!r}"
+        if not os.access(full, os.R_OK):
+            return f"file is not readable: {full!r}"
+        return None
+    return check
+
+
 def split_hostport(v: str) -> tuple[str, int]:
     host, _, port = v.rpartition(":")
     return host.strip("[]"), int(port)
@@ -272,7 +336,7 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> C
 
 def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Config:
     c = _Checker()
-    top = {"server", "store", "timeouts", "retry", "breaker", "prober", "vendors", "routes", "prices"}
+    top = {"server", "store", "timeouts", "retry", "breaker", "prober", "vendors", "routes", "prices", "upstream"}
     for unknown in sorted(set(raw) - top):
         c.add(unknown, f"unknown key (expected one of: {', '.join(sorted(top))})")
 
@@ -293,8 +357,8 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
         "log_bodies": (bool, StoreConfig.log_bodies, None),
     })
     store_path = st["path"]
-    if store_path != ":memory:" and not os.path.isabs(store_path):
-        store_path = str(Path(path).resolve().parent / store_path)
+    if store_path != ":memory:":
+        store_path = _resolve(path, store_path)
     store = StoreConfig(path=store_path, retention_days=float(st["retention_days"]),
                         log_bodies=st["log_bodies"])
 
@@ -326,6 +390,12 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
     })
     prober = ProberConfig(interval=float(p["interval"]), mode=p["mode"], enabled=p["enabled"])
 
+    u = c.section(c.table(raw.get("upstream"), "upstream"), "upstream", {
+        name: (int, getattr(UpstreamLimits, name), _at_least_one)
+        for name in ("max_header_bytes", "max_body_bytes", "max_event_bytes")
+    })
+    upstream = UpstreamLimits(**u)
+
     vendors: dict[str, VendorConfig] = {}
     for name, vraw in c.table(raw.get("vendors"), "vendors").items():
         key = f"vendors.{name}"
@@ -338,14 +408,17 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
             "base_url": (str, None, _url),
             "api_key_env": (str, None, None),
             "headers": (dict, {}, None),
+            "proxy": (str, None, _proxy_url),
+            "ca_file": (str, None, _readable_file_beside(path)),
         })
         for req in ("kind", "base_url"):
             if req not in vraw:
                 c.add(f"{key}.{req}", "is required")
         headers = v["headers"] or {}
         for hk, hv in headers.items():
-            if not isinstance(hv, str):
-                c.add(f"{key}.headers.{hk}", f"must be a string, got {_tname(hv)}")
+            problem = _header_problem(hk, hv)
+            if problem:
+                c.add(f"{key}.headers.{hk!r}" if not set(hk) <= _TOKEN_CHARS else f"{key}.headers.{hk}", problem)
         api_key = None
         if v["api_key_env"]:
             api_key = env.get(v["api_key_env"])
@@ -355,7 +428,9 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
         if len(c.problems) == n_before:
             vendors[name] = VendorConfig(name=name, kind=v["kind"], base_url=v["base_url"].rstrip("/"),
                                          api_key_env=v["api_key_env"], api_key=api_key,
-                                         headers={str(k): str(x) for k, x in headers.items()})
+                                         headers={str(k): str(x) for k, x in headers.items()},
+                                         proxy=v["proxy"],
+                                         ca_file=_resolve(path, v["ca_file"]) if v["ca_file"] else None)
     if not vendors and "vendors" not in raw:
         c.add("vendors", "at least one vendor is required")
 
@@ -440,4 +515,5 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
     if c.problems:
         raise ConfigError(path, c.problems)
     return Config(path=path, server=server, store=store, timeouts=timeouts, retry=retry,
-                  breaker=breaker, prober=prober, vendors=vendors, routes=routes, prices=prices)
+                  breaker=breaker, prober=prober, vendors=vendors, routes=routes, prices=prices,
+                  upstream=upstream)
