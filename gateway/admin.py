@@ -388,12 +388,7 @@ class Admin:
 
     async def get_requests(self, request: web.Request) -> web.Response:
         q = request.query
-        try:
-            limit = int(q.get("limit", "50"))
-        except ValueError:
-            raise AdminHTTPError(400, "'limit' must be an integer 1-1000.", "invalid_type", "limit") from None
-        if not 1 <= limit <= 1000:
-            raise AdminHTTPError(400, "'limit' must be between 1 and 1000.", "invalid_value", "limit")
+        limit = _int_param(q, "limit", 50, 1, 1000)
         kw = dict(route=_list_param(q.get("route")), target=_list_param(q.get("target")),
                   outcome=_list_param(q.get("outcome")), since=parse_time(q.get("since"), "since"),
                   until=parse_time(q.get("until"), "until"), q=(q.get("q") or None), limit=limit,
@@ -418,13 +413,10 @@ class Admin:
     async def get_events_recent(self, request: web.Request) -> web.Response:
         """Discrete events from SQLite, newest first (`kind`, `target`, `since`, `limit`, `before_id`)."""
         q = request.query
-        try:
-            limit = int(q.get("limit", "100"))
-            before = int(q["before_id"]) if q.get("before_id") else None
-        except ValueError:
-            raise AdminHTTPError(400, "'limit' and 'before_id' must be integers.", "invalid_type") from None
+        limit = _int_param(q, "limit", 100, 1, 1000)
+        before = _int_param(q, "before_id", None, 1, 2**63 - 1)
         rows = await self.in_thread(self.history().list_events, since=parse_time(q.get("since"), "since"),
-                                    kind=q.get("kind") or None, limit=max(1, min(limit, 1000)),
+                                    kind=q.get("kind") or None, limit=limit,
                                     before_id=before, target=q.get("target") or None)
         return json_ok({"events": rows})
 
@@ -464,3 +456,17 @@ def make_admin_app(gateway: "Gateway", token: str) -> web.Application:
     app[ADMIN_KEY] = admin
     gateway.extras.append(admin.drills)
     return app
+
+
+def _int_param(q: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    """An integer query parameter within [lo, hi], or a 400 naming it (never a 500 from the database)."""
+    raw = q.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise AdminHTTPError(400, f"{name!r} must be an integer {lo}-{hi}.", "invalid_type", name) from None
+    if not lo <= value <= hi:
+        raise AdminHTTPError(400, f"{name!r} must be between {lo} and {hi}.", "invalid_value", name)
+    return value

@@ -12,11 +12,10 @@ import logging
 import os
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from gateway.config import Config, split_hostport
-from gateway.router import Router
+from gateway.router import Router, pool_for
 from gateway.runtime import Runtime
 from gateway.server import make_data_app
 from gateway.upstream import Pool
@@ -43,7 +42,6 @@ class Gateway:
         self.with_prober = with_prober
         self.runtime: Runtime | None = None
         self.router: Router | None = None
-        self.session: aiohttp.ClientSession | None = None
         self.upstream: Pool | None = None
         self._runners: list[web.AppRunner] = []
         self.port: int | None = None
@@ -69,15 +67,9 @@ class Gateway:
         if self.store is None:
             self.store = open_store(self.config)
         self.runtime = Runtime(self.config, self.store)
-        t = self.config.timeouts
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
-        self.session = aiohttp.ClientSession(
-            # sock_connect bounds new connections only; the router's own timer bounds everything else,
-            # so a pooled request arms no extra aiohttp timer.
-            connector=connector, timeout=aiohttp.ClientTimeout(total=None, sock_connect=t.connect),
-            auto_decompress=True, skip_auto_headers=("User-Agent",))
-        self.upstream = Pool(t.connect)
-        self.router = Router(self.runtime, self.session, self.upstream)
+        # One HTTP client for everything that leaves the gateway: traffic, probes, drills.
+        self.upstream = pool_for(self.config, self.env)
+        self.router = Router(self.runtime, self.upstream)
         self._apply_overrides()
         keys = self.client_keys()
         if not keys:
@@ -110,7 +102,7 @@ class Gateway:
     async def _start_prober(self) -> None:
         from gateway.prober import Prober
 
-        prober = Prober(self.runtime, self.session)
+        prober = Prober(self.runtime, self.router)
         prober.start()
         self.extras.append(prober)
 
@@ -129,18 +121,19 @@ class Gateway:
         return sock.getsockname()[1]
 
     async def stop(self) -> None:
+        """Within about 5 s: open streams end at once with the in-band `stream_interrupted` event,
+        other in-flight requests get up to 5 s, both listeners shut down together, the log is flushed."""
+        if self.router is not None:
+            self.router.begin_shutdown()
         for extra in reversed(self.extras):
             try:
                 await extra.stop()
             except Exception:  # pragma: no cover - best effort on shutdown
                 log.exception("error stopping %r", extra)
         self.extras.clear()
-        for runner in reversed(self._runners):
-            await runner.cleanup()   # stops accepting, waits for in-flight handlers (shutdown_timeout)
+        # stop accepting, wait for in-flight handlers (shutdown_timeout), both listeners at once
+        await asyncio.gather(*(runner.cleanup() for runner in reversed(self._runners)))
         self._runners.clear()
-        if self.session is not None:
-            await self.session.close()
-            self.session = None
         if self.upstream is not None:
             await self.upstream.close()
             self.upstream = None

@@ -29,11 +29,12 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
+import orjson
 
 from gateway.config import split_hostport
 from gateway.faults import FaultSpecError, parse_fault
 from gateway.runtime import Runtime, Target
+from gateway.upstream import UpstreamError
 from store.records import DrillRow, new_id
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -127,7 +128,6 @@ class DrillManager:
         self.gw = gateway
         self.rt: Runtime = gateway.runtime  # type: ignore[assignment]
         self.drills: dict[str, Drill] = {}
-        self._session: aiohttp.ClientSession | None = None
         self._history: Any = None
         self._stopping = False
         self.rt.drill_request_listeners.append(self._count_request)
@@ -241,9 +241,6 @@ class DrillManager:
             t = self.rt.targets.get(d.target)
             if t is not None and t.fault is not None and t.fault.drill_id == d.id:
                 t.fault = None
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
         if self._history is not None:
             h, self._history = self._history, None
             await asyncio.get_running_loop().run_in_executor(None, h.close)
@@ -329,14 +326,12 @@ class DrillManager:
 
     async def _traffic(self, d: Drill) -> None:
         """Requests at a fixed rate, round-robin over the drill's routes, bounded by the duration."""
-        if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
         url = self._data_url()
         headers = {"x-patchbay-drill": d.id, "content-type": "application/json"}
         keys = self.gw.client_keys()
         if keys:
             headers["authorization"] = f"Bearer {keys[0]}"
-        timeout = aiohttp.ClientTimeout(total=self.rt.config.timeouts.total + 5)
+        timeout = self.rt.config.timeouts.total + 5
         interval = 1.0 / d.traffic
         t0 = time.monotonic()
         end = t0 + d.duration
@@ -368,15 +363,23 @@ class DrillManager:
             for task in list(pending):
                 task.cancel()
 
-    async def _one(self, d: Drill, url: str, headers: dict[str, str], route: str,
-                   timeout: aiohttp.ClientTimeout) -> None:
-        body = {"model": route, "messages": [{"role": "user", "content": DRILL_PROMPT}], "max_tokens": 8}
+    async def _one(self, d: Drill, url: str, headers: dict[str, str], route: str, timeout: float) -> None:
+        """One synthetic request to the gateway's own listener, over the gateway's one HTTP client
+        (direct: a configured proxy is for vendors, never for our own loopback listener)."""
+        body = orjson.dumps({"model": route, "messages": [{"role": "user", "content": DRILL_PROMPT}],
+                             "max_tokens": 8})
         d.synthetic["sent"] += 1
+        ok = False
         try:
-            async with self._session.post(url, json=body, headers=headers, timeout=timeout) as resp:  # type: ignore[union-attr]
-                await resp.read()
+            async with asyncio.timeout(timeout):
+                resp = await self.gw.upstream.request("POST", url, headers, body, proxy="")  # type: ignore[union-attr]
+                try:
+                    await resp.read()
+                except BaseException:
+                    resp.close()
+                    raise
                 ok = resp.status == 200
-        except (aiohttp.ClientError, OSError, TimeoutError):
+        except (UpstreamError, OSError, TimeoutError):
             ok = False
         d.synthetic["ok" if ok else "failed"] += 1
 

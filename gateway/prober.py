@@ -7,10 +7,11 @@ every `prober.interval` seconds (with jitter so targets do not probe in
 lockstep): `models` mode lists models (unbilled), `completion` mode asks for
 one token (billed, but proves the model itself answers).
 
-Probes use the gateway's own aiohttp session, the same `connect` /
-`first_byte` / `idle` timeouts and the same drill fault gate as real traffic
-(`Router._fault_gate`), so a drill's injected fault fails probes exactly as
-it fails requests. Each target has one probe loop, so there is never more
+Probes go through the router's own upstream client (the same connection
+pool, proxy, CA bundle and limits as real traffic), the same `connect` /
+`first_byte` / `idle` timeouts and the same drill fault gate, so a probe that
+passes proves the path traffic takes, and a drill's injected fault fails
+probes exactly as it fails requests. Each target has one probe loop, so there is never more
 than one probe in flight per target. Disabled targets are not probed. A
 target that served real traffic within the last interval is not probed
 either (its health is already known from that traffic; that is the cost
@@ -35,8 +36,6 @@ import random
 import time
 from typing import Any
 
-import aiohttp
-
 from gateway.adapters.base import ErrorClass, VendorError, scrub
 from gateway.router import _NET_ERRORS, Router, _net_error
 from gateway.runtime import Runtime, Target
@@ -44,7 +43,6 @@ from gateway.runtime import Runtime, Target
 log = logging.getLogger("patchbay.prober")
 
 JITTER = 0.1          # each wait is interval * uniform(1 - JITTER, 1): never later than the interval
-PROBE_BODY_LIMIT = 1024 * 1024
 
 
 class _Inconclusive(Exception):
@@ -52,15 +50,14 @@ class _Inconclusive(Exception):
 
 
 class Prober:
-    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession, *, interval: float | None = None,
+    def __init__(self, runtime: Runtime, router: Router, *, interval: float | None = None,
                  mode: str | None = None):
         self.rt = runtime
-        self.session = session
         cfg = runtime.config.prober
         self.interval = float(interval if interval is not None else cfg.interval)
         self.mode = mode or cfg.mode
-        # Only for the fault gate: the router's semantics for drill faults, not a copy of them.
-        self._router = Router(runtime, session)
+        # The gateway's router: its fault gate, its upstream client, its error reading.
+        self._router = router
         self._tasks: dict[str, asyncio.Task] = {}
         self._busy: set[str] = set()
         self._last_ok: dict[str, bool] = {}
@@ -176,7 +173,7 @@ class Prober:
         req = t.adapter.probe_request(t.cfg.model, self.mode)
         try:
             async with asyncio.timeout(cfg.first_byte):
-                resp = await self.session.request(req.method, req.url, headers=req.headers, data=req.body)
+                resp = await self._router._request(t, req, False)
         except TimeoutError:
             raise VendorError(ErrorClass.TIMEOUT, f"probe: no response headers within first_byte={cfg.first_byte:g}s") \
                 from None
@@ -190,13 +187,13 @@ class Prober:
             raise await self._router._error_from(t, resp)
         try:
             async with asyncio.timeout(cfg.idle):
-                data = await resp.content.read(PROBE_BODY_LIMIT)
+                data = await resp.read()   # bounded by [upstream] max_body_bytes, like traffic
         except TimeoutError:
+            resp.close()
             raise VendorError(ErrorClass.TIMEOUT, "probe: response body stalled") from None
         except _NET_ERRORS as e:
+            resp.close()
             raise _net_error(e, False) from None
-        finally:
-            resp.release()
         if fault is not None and fault.kind == "stream_cut":
             raise VendorError(ErrorClass.RESET, "drill: connection dropped after headers")
         if self.mode == "completion":

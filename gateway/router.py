@@ -19,17 +19,21 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import orjson
 
-from gateway.adapters.base import (ChatResult, ErrorClass, StreamDelta, VendorError, scrub, status_class)
+from gateway.adapters.base import (ChatResult, ErrorClass, StreamDelta, VendorError, scrub, scrub_text,
+                                   status_class)
 from gateway.config import Config
 from gateway.faults import Fault
 from gateway.runtime import Runtime, Target
-from gateway.sse import SSEParser
-from gateway.upstream import ConnectFailed, ConnectionLost, Pool, Response, UpstreamError
+from gateway.sse import EventTooLarge, SSEParser
+from gateway.upstream import (ConnectFailed, ConnectionLost, InvalidHeader, Pool, ProtocolError, Response,
+                              ResponseTooLarge, UpstreamError)
 from store.records import AttemptRow, RequestRow
 
 log = logging.getLogger("patchbay")
 
 TOTAL_TIMEOUT = "total_timeout"   # VendorError.code when the client's whole budget ran out
+SHUTDOWN = "shutdown"             # VendorError.code when the gateway cut a stream to stop
+NO_VERDICT = (TOTAL_TIMEOUT, SHUTDOWN)   # codes that say nothing about the vendor: no health, no breaker
 FINISH_GRACE_S = 0.5   # after finish_reason, how long to wait for usage / [DONE]
 ERROR_BODY_LIMIT = 64 * 1024
 
@@ -93,11 +97,15 @@ class Answer:
 class OpenStream:
     """A vendor stream that has produced its first token (or a clean empty end)."""
 
-    __slots__ = ("resp", "parser", "decoder", "target", "pending", "cut_after_first", "started", "error", "eof")
+    __slots__ = ("resp", "parser", "decoder", "target", "pending", "cut_after_first", "started", "error", "eof",
+                 "registry")
 
-    def __init__(self, resp: Response, target: Target, cut_after_first: bool):
+    def __init__(self, resp: Response, target: Target, cut_after_first: bool, max_event_bytes: int,
+                 registry: set["OpenStream"]):
+        self.registry = registry      # the router's open streams, cut all at once on shutdown
+        registry.add(self)
         self.resp = resp
-        self.parser = SSEParser()
+        self.parser = SSEParser(max_event_bytes)
         self.decoder = target.adapter.stream_decoder()
         self.target = target
         self.pending: list[StreamDelta] = []
@@ -118,13 +126,17 @@ class OpenStream:
             return None
         async with asyncio.timeout(timeout):
             chunk = await self.resp.read_chunk()
-        if not chunk:
-            self.eof = True
-            events = self.parser.flush()
-            if not events:
-                return None
-        else:
-            events = self.parser.feed(chunk)
+        try:
+            if not chunk:
+                self.eof = True
+                events = self.parser.flush()
+                if not events:
+                    return None
+            else:
+                events = self.parser.feed(chunk)
+        except EventTooLarge as e:
+            self.resp.close()
+            raise ProtocolError(str(e)) from None
         out: list[StreamDelta] = []
         feed = self.decoder.feed
         for ev, data in events:
@@ -152,23 +164,41 @@ class OpenStream:
 
     def close(self) -> None:
         self.resp.close()
+        self.registry.discard(self)
 
 
 def _net_error(exc: BaseException, before_headers: bool) -> VendorError:
+    if isinstance(exc, InvalidHeader):   # our request cannot be sent as configured: not the vendor's health
+        return VendorError(ErrorClass.MISCONFIGURED, str(exc))
     if isinstance(exc, ConnectFailed):
         return VendorError(ErrorClass.CONNECT, str(exc))
     if isinstance(exc, ConnectionLost):
         return VendorError(ErrorClass.RESET, str(exc))
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return VendorError(ErrorClass.CONNECT, f"cannot connect: {exc.os_error or exc}")
-    if isinstance(exc, aiohttp.InvalidURL):
-        return VendorError(ErrorClass.MISCONFIGURED, f"invalid vendor URL: {exc}")
+    if isinstance(exc, (ProtocolError, ResponseTooLarge)):
+        return VendorError(ErrorClass.PROTOCOL, str(exc))
     what = "before response headers" if before_headers else "while reading the response"
     name = type(exc).__name__
     return VendorError(ErrorClass.RESET, f"connection lost {what} ({name})")
 
 
+# Vendor-side failures (the upstream client) and client-side ones (aiohttp writing to the client).
 _NET_ERRORS = (UpstreamError, aiohttp.ClientError, ConnectionError, OSError)
+
+
+def pool_for(cfg: Config, env: Any = None) -> Pool:
+    """The gateway's one upstream client, with the configured limits."""
+    up = cfg.upstream
+    return Pool(cfg.timeouts.connect, header_limit=up.max_header_bytes, body_limit=up.max_body_bytes, env=env)
+
+
+def _may_fit(window: int | None, floor: int | None) -> bool:
+    """After a context-length error: is a target with this window worth a try?
+
+    Only a known window no larger than a known window that was already too
+    small rules a target out; when either is not configured, trying costs the
+    client one attempt and may answer.
+    """
+    return window is None or floor is None or window > floor
 
 
 def _returned(err: VendorError) -> ClientError:
@@ -179,11 +209,20 @@ def _returned(err: VendorError) -> ClientError:
 
 
 class Router:
-    def __init__(self, runtime: Runtime, session: aiohttp.ClientSession, upstream: Pool | None = None):
+    def __init__(self, runtime: Runtime, upstream: Pool | None = None):
         self.rt = runtime
         self.cfg: Config = runtime.config
-        self.session = session   # for callers that want aiohttp (the prober)
-        self.upstream = upstream if upstream is not None else Pool(self.cfg.timeouts.connect)
+        self.upstream = upstream if upstream is not None else pool_for(self.cfg)
+        self.closing = False          # set by begin_shutdown(): streams end with an in-band event
+        self._streams: set[OpenStream] = set()
+
+    def begin_shutdown(self) -> None:
+        """Stop relaying: every open stream is cut now and ends with the in-band `stream_interrupted`
+        event (a client must never see a cut that looks like a normal end), so a stop is not held up
+        by long generations."""
+        self.closing = True
+        for st in list(self._streams):
+            st.close()
 
     # ------------------------------------------------------------------ walk
 
@@ -198,12 +237,13 @@ class Router:
         skipped: list[Target] = []
         last: VendorError | None = None
         failed_from: Target | None = None
-        ctx_floor: int | None = None
+        ctx_floor: int | None = None     # largest known window that was already too small
+        ctx_hit = False                  # some target said "context length exceeded"
         tried = 0
         for t in call.targets:
             if t.disabled:
                 continue
-            if ctx_floor is not None and not (t.cfg.context_window or 0) > ctx_floor:
+            if ctx_hit and not _may_fit(t.cfg.context_window, ctx_floor):
                 continue
             if not t.breaker.allow(call):
                 skipped.append(t)
@@ -219,7 +259,9 @@ class Router:
                 return res
             last = res
             if last.cls is ErrorClass.CONTEXT_LENGTH:
-                ctx_floor = max(ctx_floor or 0, t.cfg.context_window or 0)
+                ctx_hit = True
+                if t.cfg.context_window is not None:
+                    ctx_floor = max(ctx_floor or 0, t.cfg.context_window)
             elif not last.cls.fails_over:
                 raise _returned(last)
             if time.perf_counter() >= deadline:
@@ -237,7 +279,7 @@ class Router:
                 raise _returned(last)
         if last is None:
             last = VendorError(ErrorClass.SERVER, "no target is available (all disabled)", 503)
-        if ctx_floor is not None and last.cls is ErrorClass.CONTEXT_LENGTH:
+        if ctx_hit and last.cls is ErrorClass.CONTEXT_LENGTH:
             # No remaining target has a larger context window: the client must shorten the prompt.
             raise ClientError(400, last.message, "invalid_request_error", "context_length_exceeded", "messages")
         raise last
@@ -284,7 +326,7 @@ class Router:
             call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, ts, lat_ms, err.cls.value,
                                             err.status, err.message[:500], drill_id=call.drill_id))
             call.errors.append(f"{t.id}: {err}")
-            if err.code == TOTAL_TIMEOUT:
+            if err.code in NO_VERDICT:
                 t.breaker.release(call)  # the client's budget ran out: no verdict on this target
                 return err
             t.health.observe(False, lat_ms, str(err)[:300], err.cls, retry_after=err.retry_after)
@@ -354,12 +396,21 @@ class Router:
         fb_deadline = min(time.perf_counter() + self.cfg.timeouts.first_byte, deadline)
         try:
             async with asyncio.timeout(max(0.0, fb_deadline - time.perf_counter())):
-                resp = await self.upstream.request(req.method, req.url, req.headers, req.body)
+                resp = await self._request(t, req, stream)
         except TimeoutError:
             raise self._timeout_error(deadline, "no response headers") from None
         except _NET_ERRORS as e:
             raise _net_error(e, True) from None
         return resp, fb_deadline
+
+    async def _request(self, t: Target, req: Any, stream: bool) -> Response:
+        """The one way to a vendor: traffic, probes and drills all go through the same pool."""
+        v = t.vendor
+        if stream:
+            return await self.upstream.request(req.method, req.url, req.headers, req.body, proxy=v.proxy,
+                                               ca_file=v.ca_file, body_limit=None)
+        return await self.upstream.request(req.method, req.url, req.headers, req.body, proxy=v.proxy,
+                                           ca_file=v.ca_file)
 
     def _timeout_error(self, deadline: float, what: str) -> VendorError:
         if time.perf_counter() >= deadline - 0.001:
@@ -367,20 +418,16 @@ class Router:
                                code=TOTAL_TIMEOUT)
         return VendorError(ErrorClass.TIMEOUT, f"{what} within first_byte={self.cfg.timeouts.first_byte:g}s")
 
-    async def _error_from(self, t: Target, resp: Response | aiohttp.ClientResponse) -> VendorError:
+    async def _error_from(self, t: Target, resp: Response) -> VendorError:
         try:
             async with asyncio.timeout(self.cfg.timeouts.idle):
-                if isinstance(resp, Response):
-                    data = await resp.read(ERROR_BODY_LIMIT)
-                else:
-                    data = await resp.content.read(ERROR_BODY_LIMIT)
+                data = await resp.read(ERROR_BODY_LIMIT)
         except (TimeoutError, *_NET_ERRORS):
             data = b""
         finally:
-            if isinstance(resp, Response):
-                resp.release()
-            else:
-                resp.close()
+            resp.release()
+        if t.secrets:   # before the adapter cuts anything: a cut must not leave a piece of a key
+            data = scrub_text(data, t.secret_bytes)
         return scrub(t.adapter.classify_error(resp.status, resp.headers, data), t.secrets)
 
     async def _attempt_chat(self, call: Call, t: Target, fault: Fault | None, deadline: float) -> ChatResult:
@@ -399,7 +446,7 @@ class Router:
         try:
             async with asyncio.timeout(max(0.0, min(timeouts.first_byte, remaining))) as timer:
                 try:
-                    resp = await self.upstream.request(req.method, req.url, req.headers, req.body)
+                    resp = await self._request(t, req, False)
                 except _NET_ERRORS as e:
                     raise _net_error(e, True) from None
                 if resp.status != 200:
@@ -423,7 +470,9 @@ class Router:
         except TimeoutError:
             if resp is None:
                 raise self._timeout_error(deadline, "no response headers") from None
-            raise VendorError(ErrorClass.TIMEOUT, "response body stalled") from None
+            if time.perf_counter() >= deadline - 0.001:   # a trickling body used up the client's budget
+                raise self._timeout_error(deadline, "response body") from None
+            raise VendorError(ErrorClass.TIMEOUT, f"response body stalled for idle={timeouts.idle:g}s") from None
         if fault is not None and fault.kind == "stream_cut":
             raise VendorError(ErrorClass.RESET, "drill: connection dropped after headers")
         try:
@@ -438,13 +487,16 @@ class Router:
         resp, fb_deadline = await self._send(t, call.body, True, deadline, prefill)
         if resp.status != 200:
             raise await self._error_from(t, resp)
-        st = OpenStream(resp, t, fault is not None and fault.kind == "stream_cut")
+        st = OpenStream(resp, t, fault is not None and fault.kind == "stream_cut", self.cfg.upstream.max_event_bytes,
+                        self._streams)
         try:
             while True:
                 try:
                     deltas = await st.read(max(0.0, fb_deadline - time.perf_counter()))
                 except TimeoutError:
                     raise self._timeout_error(deadline, "no first token") from None
+                except (ProtocolError, ResponseTooLarge) as e:
+                    raise VendorError(ErrorClass.PROTOCOL, f"before the first token: {e}") from None
                 except _NET_ERRORS as e:
                     raise VendorError(ErrorClass.RESET, f"stream lost before the first token ({type(e).__name__})") from None
                 if deltas is None:
@@ -649,6 +701,8 @@ class Router:
                     await self._write(resp, out.chunks(pending, st.target))
                     if st.cut_after_first and out.text:
                         raise VendorError(ErrorClass.STREAM_CUT, "drill: stream cut after the first token")
+                if self.closing and not out.finished:
+                    raise self._shutdown_cut()
                 if st.decoder.done:
                     await st.drain()
                     return
@@ -671,10 +725,15 @@ class Router:
                         return
                     raise VendorError(ErrorClass.STREAM_CUT, f"vendor error event mid-stream: {e.message}",
                                       e.status, None, e.code) from None
-                except (ConnectionLost, aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError,
-                        aiohttp.ClientOSError, ConnectionResetError) as e:
+                except ProtocolError as e:
                     if out.finished:
                         return
+                    raise VendorError(ErrorClass.STREAM_CUT, f"vendor broke the stream: {e}") from None
+                except (ConnectionLost, ConnectionResetError) as e:
+                    if out.finished:
+                        return
+                    if self.closing:
+                        raise self._shutdown_cut() from None
                     raise VendorError(ErrorClass.STREAM_CUT, f"stream cut by the vendor ({type(e).__name__})") from None
                 if deltas is None:
                     if out.finished:
@@ -684,6 +743,9 @@ class Router:
         finally:
             call.malformed += st.decoder.malformed + out.take_malformed()
             st.decoder.malformed = 0
+
+    def _shutdown_cut(self) -> VendorError:
+        return VendorError(ErrorClass.STREAM_CUT, "Patchbay is shutting down", code=SHUTDOWN)
 
     def _total_cut(self) -> VendorError:
         return VendorError(ErrorClass.STREAM_CUT, f"stream exceeded the total timeout of {self.cfg.timeouts.total:g}s",
@@ -696,9 +758,9 @@ class Router:
         call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, failed.id, time.time(), lat,
                                         ErrorClass.STREAM_CUT.value, 200, cut.message[:500], drill_id=call.drill_id))
         call.errors.append(f"{failed.id}: {cut}")
-        if cut.code == TOTAL_TIMEOUT:
-            failed.breaker.release(call)   # the client's budget ran out, not the vendor
-            return failed, False           # and there is no time left to continue anywhere
+        if cut.code in NO_VERDICT:
+            failed.breaker.release(call)   # the client's budget ran out, or we are stopping: not the vendor
+            return failed, False           # and there is no time (or no gateway) left to continue anywhere
         failed.health.observe(False, lat, str(cut)[:300], ErrorClass.STREAM_CUT)
         self.rt.breaker_changed(failed, failed.breaker.failure(call), str(cut)[:200])
         if out.tool_calls_seen:
@@ -730,11 +792,13 @@ class Router:
                                                 e.status if st is None else 200, e.message[:500], True,
                                                 call.drill_id))
                 call.errors.append(f"{t.id}: {e}")
-                if e.code == TOTAL_TIMEOUT or not (e.cls.counts_against_health or st is not None):
+                if e.code in NO_VERDICT or not (e.cls.counts_against_health or st is not None):
                     t.breaker.release(call)
                 else:
                     t.health.observe(False, lat, str(e)[:300], e.cls)
                     self.rt.breaker_changed(t, t.breaker.failure(call), str(e)[:200])
+                if e.code in NO_VERDICT:
+                    return t, False
                 prev = t
                 continue
             except BaseException:
