@@ -91,6 +91,14 @@ class RecordingStore:
     def of(self, kind: str) -> list[Any]:
         return [r for r in self.rows if type(r).__name__ == kind]
 
+    @property
+    def requests(self) -> list[Any]:
+        return self.of("RequestRow")
+
+    @property
+    def attempts(self) -> list[Any]:
+        return self.of("AttemptRow")
+
     def stats(self) -> dict:
         return {"ok": True, "rows_not_written": 0, "queue_dropped": 0, "queued": 0, "last_error": None}
 

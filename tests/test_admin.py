@@ -332,3 +332,10 @@ async def test_history_pages_over_ten_thousand_rows(gw, admin):
         r = await admin.get("/admin/requests", params=params)
         assert r.status_code == 400, (params, r.text)
         assert r.json()["error"]["message"]
+    # the events feed's parameters too: a huge before_id used to reach SQLite and come back as a 500
+    for params in ({"before_id": str(2**80)}, {"before_id": "-1"}, {"before_id": "x"}, {"limit": "5000"},
+                   {"limit": "0"}):
+        r = await admin.get("/admin/events/recent", params=params)
+        assert r.status_code == 400, (params, r.text)
+        assert next(iter(params)) in r.json()["error"]["message"]
+    assert (await admin.get("/admin/events/recent", params={"before_id": str(2**63 - 1)})).status_code == 200

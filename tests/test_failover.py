@@ -122,6 +122,10 @@ async def test_auth_billing_and_missing_model_mark_misconfigured(mock, gateway_c
 
 
 async def test_context_length_returned_when_no_larger_window(mock, gateway_cfg, start_gateway, recorder):
+    gateway_cfg["routes"][0]["targets"] = [
+        {"vendor": "openai", "model": "gpt-4.1", "context_window": 128000},
+        {"vendor": "deepseek", "model": "deepseek-chat", "context_window": 64000},
+    ]
     mock.set_fault("context_length", model="gpt-4.1")
     gw = await start_gateway(gateway_cfg, store=recorder)
     with pytest.raises(openai.BadRequestError) as ei:
