@@ -62,14 +62,14 @@ def fill_health(gw: Gateway, now: float, per_second: int = 60) -> int:
     import random
     from unittest import mock
 
-    from gateway.adapters.base import ErrorClass
-    from gateway.health import WINDOW_S
+    from gateway.vendors.base import ErrorClass
+    from gateway.routing.health import WINDOW_S
 
     rnd = random.Random(7)
     total = 0
     for t in gw.runtime.targets.values():
         for sec in range(int(now - WINDOW_S) + 1, int(now) + 1):
-            with mock.patch("gateway.health.time.time", return_value=sec + 0.5):
+            with mock.patch("gateway.routing.health.time.time", return_value=sec + 0.5):
                 for i in range(per_second):
                     ok = rnd.random() > 0.02
                     t.health.observe(ok, rnd.lognormvariate(6.2, 0.9), None if ok else "server 503",

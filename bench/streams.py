@@ -71,7 +71,7 @@ def run(url: str, model: str, args: argparse.Namespace) -> dict:
 PROFILE_BUCKETS = [
     ("store writer thread (SQLite, off the event loop)", ("store/", "threading.py")),
     ("socket writes to clients and vendors (aiohttp StreamWriter -> send)", ("http_writer.py",)),
-    ("SSE parse + decode of vendor chunks", ("gateway/sse.py", "adapters/openai.py", "stream_decoder")),
+    ("SSE parse + decode of vendor chunks", ("gateway/vendors/sse.py", "vendors/openai.py", "stream_decoder")),
     ("re-encoding chunks for the client", ("_ChunkWriter",)),
     ("asyncio timeouts (per read)", ("asyncio/timeouts.py",)),
     ("opening vendor connections", ("aiohappyeyeballs", "connector.py")),
@@ -79,7 +79,7 @@ PROFILE_BUCKETS = [
                                                             "aiohttp/streams.py")),
     ("serving client requests (aiohttp server protocol)", ("web_protocol.py", "web_request.py",
                                                            "web_response.py")),
-    ("upstream HTTP client (gateway/upstream.py)", ("gateway/upstream.py",)),
+    ("upstream HTTP client (gateway/vendors/http.py)", ("gateway/vendors/http.py",)),
     ("router / server / runtime (gateway code)", ("gateway/",)),
     ("event loop itself (uvloop: epoll, recv, callbacks)", ("Runner.run",)),
 ]

@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import orjson  # noqa: E402
 
-from gateway.adapters import make_adapter  # noqa: E402
+from gateway.vendors import make_adapter  # noqa: E402
 from gateway.config import VendorConfig  # noqa: E402
 
 REQUEST = {

@@ -15,10 +15,10 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import Config, split_hostport
-from gateway.router import Router, pool_for
+from gateway.routing.router import Router, pool_for
 from gateway.runtime import Runtime
-from gateway.server import make_data_app
-from gateway.upstream import Pool
+from gateway.doors.server import make_data_app
+from gateway.vendors.http import Pool
 
 log = logging.getLogger("patchbay")
 
@@ -83,12 +83,12 @@ class Gateway:
             await self._start_prober()
 
     def _apply_overrides(self) -> None:
-        from gateway.overrides import apply_overrides
+        from gateway.control.overrides import apply_overrides
 
         apply_overrides(self.runtime)
 
     async def _start_admin(self) -> None:
-        from gateway.admin import make_admin_app
+        from gateway.control.admin import make_admin_app
 
         token_env = self.config.server.admin_token_env
         token = self.env.get(token_env, "")
@@ -100,7 +100,7 @@ class Gateway:
         self.admin_port = await self._listen(app, self.config.server.admin_listen)
 
     async def _start_prober(self) -> None:
-        from gateway.prober import Prober
+        from gateway.control.prober import Prober
 
         prober = Prober(self.runtime, self.router)
         prober.start()

@@ -50,7 +50,7 @@ def cmd_mock(argv: list[str]) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     if args.admin_url:
-        from gateway.control import history_remote
+        from gateway.control.client import history_remote
         return history_remote(args)
     cfg = _load(args.config)
     from store.cli import history_main
@@ -70,7 +70,7 @@ def cmd_tui(args: argparse.Namespace) -> int:
 
 def _control(name: str):
     def run(args: argparse.Namespace) -> int:
-        from gateway import control
+        from gateway.control import client as control
         return getattr(control, name)(args)
     return run
 

@@ -11,12 +11,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from gateway.adapters import make_adapter
-from gateway.adapters.base import Adapter, vendor_secrets
-from gateway.breaker import Breaker
+from gateway.vendors import make_adapter
+from gateway.vendors.base import Adapter, vendor_secrets
+from gateway.routing.breaker import Breaker
 from gateway.config import Config, Price, TargetConfig, VendorConfig
-from gateway.faults import Fault
-from gateway.health import Health
+from gateway.routing.faults import Fault
+from gateway.routing.health import Health
 from store.records import EventRow
 
 
@@ -177,7 +177,7 @@ class Runtime:
 
     # --- operator changes ------------------------------------------------------
     #
-    # These change live state only; the admin API persists them (gateway.overrides)
+    # These change live state only; the admin API persists them (gateway.control.overrides)
     # and records who did it. New requests see a change at once because the router
     # reads `route.order` and `target.disabled` on every request; requests already
     # in flight keep the target list they resolved and finish.

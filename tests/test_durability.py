@@ -326,7 +326,7 @@ _WRITER = textwrap.dedent("""
     sys.path.insert(0, sys.argv[1])
     from gateway.config import load_config
     from gateway.runtime import Runtime
-    from gateway import overrides
+    from gateway.control import overrides
 
     cfg = load_config(sys.argv[2], env={})
     rt = Runtime(cfg)

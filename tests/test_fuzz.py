@@ -25,11 +25,11 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.adapters import make_adapter
-from gateway.adapters.base import ChatResult, StreamDelta, UpstreamRequest, VendorError
+from gateway.vendors import make_adapter
+from gateway.vendors.base import ChatResult, StreamDelta, UpstreamRequest, VendorError
 from gateway.config import Config, ConfigError, VendorConfig, load_config, parse_config
-from gateway.router import ClientError
-from gateway.server import validate_chat
+from gateway.routing.router import ClientError
+from gateway.doors.server import validate_chat
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -38,7 +38,7 @@ def test_store_imports_neither_textual_nor_aiohttp():
 
 
 def test_importing_the_engine_loads_no_textual():
-    code = ("import sys, gateway.app, gateway.router, gateway.server, gateway.cli; "
+    code = ("import sys, gateway.app, gateway.routing.router, gateway.doors.server, gateway.cli; "
             "import store.records; print('textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.faults import parse_fault
-from gateway.prober import JITTER
+from gateway.routing.faults import parse_fault
+from gateway.control.prober import JITTER
 
 MODELS_PATHS = {"openai/gpt-4.1": "GET /openai/v1/models", "deepseek/deepseek-chat": "GET /deepseek/v1/models",
                 "anthropic/claude-sonnet-4-20250514": "GET /anthropic/v1/models",

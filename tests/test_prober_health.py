@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from unittest import mock
 
-from gateway.adapters.base import ErrorClass
-from gateway.health import RECOVERED_AFTER, WINDOW_S, Health
+from gateway.vendors.base import ErrorClass
+from gateway.routing.health import RECOVERED_AFTER, WINDOW_S, Health
 
 
 def at(t: float):
-    return mock.patch("gateway.health.time.time", return_value=t)
+    return mock.patch("gateway.routing.health.time.time", return_value=t)
 
 
 def test_percentiles_rates_and_cost_over_the_window():
@@ -52,7 +52,7 @@ def test_probes_do_not_count_as_traffic_or_hide_real_latency():
 def test_states_healthy_degraded_down_and_back():
     h = Health()
     clock = iter(3_000_000.0 + i * 0.001 for i in range(100_000))
-    with mock.patch("gateway.health.time.time", side_effect=lambda: next(clock)):
+    with mock.patch("gateway.routing.health.time.time", side_effect=lambda: next(clock)):
         for _ in range(20):
             h.observe(True, 10.0)
         assert h.state("closed", False) == "healthy"
@@ -77,7 +77,7 @@ def test_states_healthy_degraded_down_and_back():
 
 
 def test_latency_source_says_requests_or_probes():
-    from gateway.health import Health
+    from gateway.routing.health import Health
 
     h = Health()
     assert h.snapshot()["latency_source"] is None

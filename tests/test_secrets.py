@@ -33,7 +33,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from gateway.admin import ADMIN_KEY
+from gateway.control.admin import ADMIN_KEY
 from gateway.mock.server import start_mock
 from tests.conftest import base_config
 from tests.serve_proc import ServeProcess, write_config

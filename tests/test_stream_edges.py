@@ -182,7 +182,7 @@ async def test_idle_bounds_each_silence_of_a_trickled_body(gateway_cfg, relay, s
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_latency_drill_longer_than_first_byte_fails_over(gateway_cfg, start_gateway, recorder, stream):
-    from gateway.faults import parse_fault
+    from gateway.routing.faults import parse_fault
 
     gateway_cfg["timeouts"].update(first_byte=0.4, total=5)
     gw = await start_gateway(gateway_cfg, store=recorder)
@@ -196,7 +196,7 @@ async def test_latency_drill_longer_than_first_byte_fails_over(gateway_cfg, star
 
 
 def test_breaker_trial_belongs_to_its_owner():
-    from gateway.breaker import Breaker
+    from gateway.routing.breaker import Breaker
     from gateway.config import BreakerConfig
 
     now = [0.0]
@@ -215,7 +215,7 @@ def test_breaker_trial_belongs_to_its_owner():
 
 
 async def test_requests_rerouted_by_a_drills_open_breaker_are_marked(gateway_cfg, start_gateway, recorder):
-    from gateway.faults import parse_fault
+    from gateway.routing.faults import parse_fault
 
     gateway_cfg["breaker"] = {"failures_to_open": 1, "cooldown": 60}
     gateway_cfg["retry"]["max_attempts_per_target"] = 1

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.adapters import make_adapter
-from gateway.adapters.anthropic import AnthropicAdapter
-from gateway.adapters.base import ErrorClass, UpstreamRequest, VendorError
+from gateway.vendors import make_adapter
+from gateway.vendors.anthropic import AnthropicAdapter
+from gateway.vendors.base import ErrorClass, UpstreamRequest, VendorError
 from gateway.config import VendorConfig
 from tests.translate_util import decode, fold, request_bodies, vendor_json
 

@@ -15,9 +15,9 @@ from google.genai import types as gt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.adapters import make_adapter
-from gateway.adapters.base import ErrorClass, UpstreamRequest, VendorError
-from gateway.adapters.gemini import GeminiAdapter, to_gemini_schema
+from gateway.vendors import make_adapter
+from gateway.vendors.base import ErrorClass, UpstreamRequest, VendorError
+from gateway.vendors.gemini import GeminiAdapter, to_gemini_schema
 from gateway.config import VendorConfig
 from tests.translate_util import decode, fold, request_bodies, vendor_json
 

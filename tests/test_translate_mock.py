@@ -15,11 +15,11 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.adapters import make_adapter  # noqa: E402
-from gateway.adapters.base import Adapter, ChatResult, ErrorClass, StreamDelta, VendorError  # noqa: E402
+from gateway.vendors import make_adapter  # noqa: E402
+from gateway.vendors.base import Adapter, ChatResult, ErrorClass, StreamDelta, VendorError  # noqa: E402
 from gateway.config import VendorConfig  # noqa: E402
 from gateway.mock.server import start_mock  # noqa: E402
-from gateway.sse import SSEParser  # noqa: E402
+from gateway.vendors.sse import SSEParser  # noqa: E402
 from tests.translate_util import fold  # noqa: E402
 
 KEY = "mock-key-123"

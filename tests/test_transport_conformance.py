@@ -1,4 +1,4 @@
-"""Transport conformance of the lean upstream client (gateway/upstream.py), against byte-scripted upstreams.
+"""Transport conformance of the lean upstream client (gateway/vendors/http.py), against byte-scripted upstreams.
 
 DESIGN.md keeps the lean client only while these pass. Each upstream here is a
 raw asyncio server that, per connection and per request, writes exactly the
@@ -22,7 +22,7 @@ import zlib
 
 import pytest
 
-from gateway.upstream import (
+from gateway.vendors.http import (
     ConnectFailed,
     ConnectionLost,
     InvalidHeader,

@@ -17,9 +17,9 @@ import httpx
 import openai
 import pytest
 
-from gateway.adapters.base import FRAGMENT_CHARS, REDACTED, scrub_text
+from gateway.vendors.base import FRAGMENT_CHARS, REDACTED, scrub_text
 from gateway.config import ConfigError, parse_config
-from gateway.sse import EventTooLarge, SSEParser
+from gateway.vendors.sse import EventTooLarge, SSEParser
 from tests.scripted_vendor import ScriptedVendor, chunk, completion, http_json
 
 MSG = [{"role": "user", "content": "x"}]

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from gateway.upstream import ConnectFailed, ConnectionLost, Pool, ProtocolError
+from gateway.vendors.http import ConnectFailed, ConnectionLost, Pool, ProtocolError
 
 
 @pytest.fixture

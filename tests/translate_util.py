@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.adapters.base import StreamDecoder, StreamDelta
-from gateway.sse import SSEParser
+from gateway.vendors.base import StreamDecoder, StreamDelta
+from gateway.vendors.sse import SSEParser
 
 
 def sse_events(raw: str) -> list[tuple[str | None, str]]:

@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from gateway.adapters.base import (Adapter, ChatResult, ErrorClass, StreamDecoder, StreamDelta,
+from gateway.vendors.base import (Adapter, ChatResult, ErrorClass, StreamDecoder, StreamDelta,
                                    UpstreamRequest, VendorError, parse_retry_after, refine_400,
                                    status_class)
 

@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from gateway.config import split_hostport
-from gateway.faults import FaultSpecError, parse_fault
+from gateway.routing.faults import FaultSpecError, parse_fault
 from gateway.runtime import Runtime, Target
-from gateway.upstream import UpstreamError
+from gateway.vendors.http import UpstreamError
 from store.records import DrillRow, new_id
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -19,13 +19,13 @@ from typing import Any, Awaitable, Callable
 import aiohttp
 import orjson
 
-from gateway.adapters.base import (ChatResult, ErrorClass, StreamDelta, VendorError, scrub, scrub_text,
+from gateway.vendors.base import (ChatResult, ErrorClass, StreamDelta, VendorError, scrub, scrub_text,
                                    status_class)
 from gateway.config import Config
-from gateway.faults import Fault
+from gateway.routing.faults import Fault
 from gateway.runtime import Runtime, Target
-from gateway.sse import EventTooLarge, SSEParser
-from gateway.upstream import (ConnectFailed, ConnectionLost, InvalidHeader, Pool, ProtocolError, Response,
+from gateway.vendors.sse import EventTooLarge, SSEParser
+from gateway.vendors.http import (ConnectFailed, ConnectionLost, InvalidHeader, Pool, ProtocolError, Response,
                               ResponseTooLarge, UpstreamError)
 from store.records import AttemptRow, RequestRow
 

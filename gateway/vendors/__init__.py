@@ -7,7 +7,7 @@ touching the router.
 
 from __future__ import annotations
 
-from gateway.adapters.base import Adapter
+from gateway.vendors.base import Adapter
 from gateway.config import VendorConfig
 
 
@@ -15,13 +15,13 @@ def make_adapter(vendor: VendorConfig) -> Adapter:
     """The adapter for `vendor.kind` ("openai", "anthropic" or "gemini")."""
     kind = vendor.kind
     if kind == "openai":
-        from gateway.adapters.openai import OpenAIAdapter
+        from gateway.vendors.openai import OpenAIAdapter
         return OpenAIAdapter(vendor)
     if kind == "anthropic":
-        from gateway.adapters.anthropic import AnthropicAdapter
+        from gateway.vendors.anthropic import AnthropicAdapter
         return AnthropicAdapter(vendor)
     if kind == "gemini":
-        from gateway.adapters.gemini import GeminiAdapter
+        from gateway.vendors.gemini import GeminiAdapter
         return GeminiAdapter(vendor)
     raise ValueError(f"unknown vendor kind {kind!r} for vendor {vendor.name!r}")
 

@@ -26,8 +26,8 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from gateway import overrides
-from gateway.drills import DrillError, DrillManager, stored_json
+from gateway.control import overrides
+from gateway.control.drills import DrillError, DrillManager, stored_json
 from gateway.runtime import OperatorError, Runtime, Target
 
 if TYPE_CHECKING:  # pragma: no cover

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.router import Call, ClientError, Router
+from gateway.routing.router import Call, ClientError, Router
 from gateway.runtime import Runtime
 from store.records import new_id
 

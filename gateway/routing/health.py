@@ -19,7 +19,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from gateway.adapters.base import ErrorClass
+from gateway.vendors.base import ErrorClass
 
 WINDOW_S = 300.0          # sliding window for success rate and percentiles
 RATE_WINDOW_S = 60.0      # requests per minute, and the "degraded" ratio

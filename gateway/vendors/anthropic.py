@@ -21,10 +21,10 @@ from typing import Any
 
 import orjson
 
-from gateway.adapters.base import (Adapter, ChatResult, ErrorClass, StreamDecoder, StreamDelta,
+from gateway.vendors.base import (Adapter, ChatResult, ErrorClass, StreamDecoder, StreamDelta,
                                    UpstreamRequest, VendorError, parse_retry_after, refine_400,
                                    status_class)
-from gateway.adapters.translate import (bad, dumps, function_tools, header, json_schema_format,
+from gateway.vendors.translate import (bad, dumps, function_tools, header, json_schema_format,
                                         max_tokens, opt_number, parse_image_url,
                                         stop_list, text_of, tool_calls_of, tool_choice, usage_dict,
                                         args_json, as_int, merge_turn, content_parts, part_text,

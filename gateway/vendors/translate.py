@@ -14,7 +14,7 @@ from typing import Any, Iterator, NoReturn
 
 import orjson
 
-from gateway.adapters.base import ErrorClass, VendorError
+from gateway.vendors.base import ErrorClass, VendorError
 
 
 def bad(message: str) -> NoReturn:

@@ -36,8 +36,8 @@ import random
 import time
 from typing import Any
 
-from gateway.adapters.base import ErrorClass, VendorError, scrub
-from gateway.router import _NET_ERRORS, Router, _net_error
+from gateway.vendors.base import ErrorClass, VendorError, scrub
+from gateway.routing.router import _NET_ERRORS, Router, _net_error
 from gateway.runtime import Runtime, Target
 
 log = logging.getLogger("patchbay.prober")

@@ -1,0 +1,1 @@
+"""The client-facing listener and one codec per inbound dialect (today: OpenAI chat completions)."""
