@@ -157,3 +157,144 @@ def test_the_readme_example_config_is_valid(tmp_path):
     cfg = load_config(write(tmp_path, example), env=env)
     assert list(cfg.routes) == ["chat"] and len(cfg.vendors) == 4
     assert cfg.routes["chat"].targets[1].prefill and cfg.server.read_timeout == 30
+
+
+# --- the declaration in gateway/config.py is the one source: loader, errors, README ---------------
+
+README = __import__("pathlib").Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _readme_config_section() -> str:
+    import re
+
+    text = README.read_text()
+    start = text.index("## Configuration (`patchbay.toml`)")
+    end = text.index("\n## ", start + 1)
+    section = text[start:end]
+    assert re.search(r"```toml\n", section), "the config section has no TOML example"
+    return section
+
+
+def _documented_keys(doc: dict, prefix: str = "") -> dict[str, object]:
+    """{declared-style key path: value} for every key written in the README's TOML example."""
+    out: dict[str, object] = {}
+    for name, value in doc.items():
+        if prefix in ("vendors", "prices"):
+            out.update(_documented_keys(value, f"{prefix}.*"))
+            continue
+        path = f"{prefix}.{name}" if prefix else name
+        if isinstance(value, dict):
+            out.update(_documented_keys(value, path))
+        elif isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            if prefix:
+                out[path] = value
+            for item in value:
+                out.update(_documented_keys(item, f"{path}[]"))
+        else:
+            out[path] = value
+    return out
+
+
+def test_the_readme_config_reference_matches_the_declaration():
+    import re
+    import tomllib
+
+    from gateway.config import reference
+
+    declared = {k.path: k for k in reference()}
+    section = _readme_config_section()
+    block = re.search(r"```toml\n(.*?)```", section, re.S).group(1)
+    shown = _documented_keys(tomllib.loads(block))
+
+    # Every key in the example is declared (test_the_readme_example_config_is_valid loads it too).
+    assert not set(shown) - set(declared), f"README shows undeclared keys: {sorted(set(shown) - set(declared))}"
+
+    # Keys the example leaves out are described in the prose, in the paragraph about their table.
+    prose = re.sub(r"```toml\n.*?```", "", section, flags=re.S)
+    owners = {"Vendors": "vendors.*", "A target": "routes[].targets[]"}
+    in_prose: set[str] = set()
+    for paragraph in prose.split("\n\n"):
+        for token in re.findall(r"`([a-z_]+)(?: = [^`]*)?`", paragraph):
+            table = next((t for start, t in owners.items() if paragraph.startswith(start)), None)
+            if table is not None:
+                assert f"{table}.{token}" in declared, f"README prose documents undeclared key {table}.{token}"
+                in_prose.add(f"{table}.{token}")
+            else:
+                assert any(p.rsplit(".", 1)[-1] == token for p in declared), f"README names unknown key `{token}`"
+    missing = set(declared) - set(shown) - in_prose
+    assert not missing, f"declared keys the README does not document: {sorted(missing)}"
+
+    # The README says the [server] ... [upstream] values are the defaults: they must be.
+    for path, value in shown.items():
+        key = declared[path]
+        if "*" not in path and "[]" not in path:
+            assert not key.required and value == key.default, f"README shows {path} = {value!r}, default is {key.default!r}"
+
+
+def test_every_declared_key_has_a_type_and_a_one_line_doc():
+    from gateway.config import reference
+
+    keys = reference()
+    assert len({k.path for k in keys}) == len(keys) > 30
+    for k in keys:
+        assert k.doc and "\n" not in k.doc and k.type.startswith(("a ", "an ", "true")), k
+
+
+def test_problems_use_toml_key_paths_and_reasons_from_the_declaration(tmp_path):
+    text = GOOD.replace('"openai/gpt-4.1" = { input = 2.00, output = 8.00 }',
+                        '"openai/gpt-4.1" = { input = 2.00, output = "8" }\nfree = 3') \
+        .replace('model = "gpt-4.1" }', 'model = "gpt-4.1", wieght = 2 }') \
+        .replace('kind = "anthropic"', 'kind = "anthropic"\napi_key = "sk-inline"\nheaders = { x-team = 7 }')
+    found = dict(problems(tmp_path, text))
+    assert found['prices."openai/gpt-4.1".output'] == "must be a number, got string"
+    assert found['prices.free'].startswith("must be a table like { input = 2.0, output = 8.0 }, got integer")
+    assert found["routes[0].targets[0].wieght"] == "unknown key (expected one of: context_window, model, prefill, vendor)"
+    # api_key and name are set by the loader, never written in the file
+    assert found["vendors.anthropic.api_key"].startswith("unknown key (expected one of: api_key_env, base_url, ca_file,")
+    assert found["vendors.anthropic.headers.x-team"] == "must be a string, got integer"
+
+
+def test_route_checks_across_keys(tmp_path):
+    text = GOOD + '''
+[[routes]]
+name = "chat"
+targets = [{ vendor = "openai", model = "x" }]
+
+[[routes]]
+name = "openai/gpt-4.1"
+targets = [{ model = "gpt-4.1" }, { vendor = "openai", model = "" }]
+
+[[routes]]
+name = "gpt"
+targets = [{ vendor = "openai", model = "gpt-4.1" }]
+'''
+    found = problems(tmp_path, text)
+    assert ("routes[1].name", "duplicate route name 'chat'") in found
+    assert ("routes[2].targets[0].vendor", "is required") in found
+    assert ("routes[2].targets[1].model", "must not be empty") in found
+    assert ("routes", "route name 'openai/gpt-4.1' is also a target id; clients could not tell them apart") \
+        not in found   # route 2 is broken, so it is not compared
+    ok = GOOD + '\n[[routes]]\nname = "openai/gpt-4.1"\ntargets = [{ vendor = "openai", model = "o3" }]\n'
+    assert ("routes", "route name 'openai/gpt-4.1' is also a target id; clients could not tell them apart") \
+        in problems(tmp_path, ok)
+
+
+def test_defaults_and_paths_are_loaded_from_the_declaration(tmp_path):
+    from gateway.config import Config, VendorConfig
+
+    (tmp_path / "certs").mkdir()
+    (tmp_path / "certs" / "ca.pem").write_text("x")
+    minimal = ('[vendors.local]\nkind = "openai"\nbase_url = "http://127.0.0.1:8000/v1/"\n'
+               'ca_file = "certs/ca.pem"\n\n[[routes]]\nname = "r"\ntargets = [{ vendor = "local", model = "m" }]\n')
+    cfg = load_config(write(tmp_path, minimal), env={})
+    assert isinstance(cfg, Config)
+    assert cfg.store.path == str(tmp_path / "patchbay.db")   # [store] left out: default, still resolved
+    assert cfg.server.listen == "127.0.0.1:4000" and cfg.upstream.max_event_bytes == 1024 * 1024
+    assert isinstance(cfg.timeouts.connect, float) and cfg.store.retention_days == 30
+    v = cfg.vendors["local"]
+    assert (v.name, v.base_url, v.api_key, v.headers) == ("local", "http://127.0.0.1:8000/v1", None, {})
+    assert v.ca_file == str(tmp_path / "certs" / "ca.pem")
+    assert list(cfg.targets()) == ["local/m"]
+    # Built by hand (tests, bench): positional, and the secrets stay out of repr.
+    hand = VendorConfig("x", "openai", "https://x", api_key="sk-hand", headers={"h": "v"}, proxy="http://u:pw@p:1")
+    assert "sk-hand" not in repr(hand) and "pw@" not in repr(hand)
