@@ -261,7 +261,7 @@ class VendorConfig:
     # Resolved from the environment at load; never printed (repr=False).
     api_key: str | None = key(None, "from api_key_env", toml=False, derive=_api_key, repr=False, compare=False)
     headers: dict[str, str] = key(doc="extra request headers (checked: no line breaks)", factory=dict,
-                                  check=_headers, repr=False)
+                                  check=_headers, load=lambda v, ctx: dict(v), repr=False)
     # None: HTTPS_PROXY / HTTP_PROXY / ALL_PROXY / NO_PROXY from the environment; "": direct.
     proxy: str | None = key(None, 'http:// proxy URL; "" connects directly; unset: proxy variables',
                             check=_proxy_url, repr=False)
@@ -422,7 +422,7 @@ class _Walker:
                     self.add(kp, "is required")
                 elif is_dataclass(tp):   # a section left out: its defaults, loaded like written ones
                     out[name] = self.build(tp, {}, kp)
-                elif f.metadata["load"] and f.default is not None:
+                elif f.metadata["load"] and f.default not in (None, MISSING):
                     out[name] = f.metadata["load"](f.default, self.ctx)
                 continue
             value = self.value(tp, data[name], kp, f.metadata)

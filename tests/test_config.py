@@ -298,3 +298,12 @@ def test_defaults_and_paths_are_loaded_from_the_declaration(tmp_path):
     # Built by hand (tests, bench): positional, and the secrets stay out of repr.
     hand = VendorConfig("x", "openai", "https://x", api_key="sk-hand", headers={"h": "v"}, proxy="http://u:pw@p:1")
     assert "sk-hand" not in repr(hand) and "pw@" not in repr(hand)
+
+
+def test_python_callers_may_pass_none_for_a_table(tmp_path):
+    from gateway.config import parse_config
+
+    raw = {"server": None, "prices": None, "vendors": {"v": {"kind": "openai", "base_url": "http://h"}},
+           "routes": [{"name": "r", "targets": [{"vendor": "v", "model": "m"}]}]}
+    cfg = parse_config(raw, str(tmp_path / "patchbay.toml"), {})
+    assert cfg.server.listen == "127.0.0.1:4000" and cfg.prices == {}
