@@ -53,7 +53,8 @@ class Stream:
 class Upstream:
     """A byte-scripted HTTP upstream: connection i plays scripts[i], one answer per request read.
 
-    An answer is a list of items: bytes (one write), float (a sleep), RESET, CLOSE or Stream.
+    An answer is a list of items: bytes (one write), float (a sleep), RESET, CLOSE, Stream, or an
+    asyncio.Event (wait until the test sets it: ordering without timing assumptions).
     When a connection's answers run out, it stays open, reading, until the client closes it.
     """
 
@@ -104,6 +105,8 @@ class Upstream:
                         await writer.drain()
                     elif isinstance(item, float):
                         await asyncio.sleep(item)
+                    elif isinstance(item, asyncio.Event):
+                        await item.wait()
                     elif isinstance(item, Stream):
                         blob = b"x" * item.chunk
                         left = item.total
@@ -150,6 +153,14 @@ async def pool():
     p = Pool(connect_timeout=2, env={})
     yield p
     await p.close()
+
+
+async def until(cond, timeout: float = 5.0) -> None:
+    """Wait for a condition instead of sleeping a fixed time (a loaded 2-core machine is slow)."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met within %gs" % timeout
+        await asyncio.sleep(0.005)
 
 
 async def get(pool: Pool, url: str, **kw) -> tuple[int, bytes]:
@@ -270,10 +281,12 @@ async def test_garbage_right_after_a_response_poisons_the_connection(upstream, p
 
 
 async def test_bytes_sent_to_an_idle_pooled_connection_poison_it(upstream, pool):
-    up = await upstream([[ok(b"first"), 0.05, ok(b"unsolicited")], [ok(b"WRONG")]], [[ok(b"second")]])
+    idle = asyncio.Event()
+    up = await upstream([[ok(b"first"), idle, ok(b"unsolicited")], [ok(b"WRONG")]], [[ok(b"second")]])
     assert await get(pool, up.url()) == (200, b"first")
     assert pool.stats() == {"open": 1, "idle": 1}
-    await asyncio.sleep(0.1)
+    idle.set()                                      # now the vendor sends to the idle connection
+    await until(lambda: pool.stats()["open"] == 0)  # poisoned
     assert await get(pool, up.url()) == (200, b"second")
     assert up.connections == 2
 
@@ -418,6 +431,126 @@ async def test_unknown_encoding_fails_and_closes(upstream, pool, enc):
     assert pool.stats() == {"open": 0, "idle": 0}
 
 
+def _c(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _zlib(wbits: int, data: bytes) -> bytes:
+    c = zlib.compressobj(wbits=wbits)
+    return c.compress(data) + c.flush()
+
+
+ENCODED = {"gzip": lambda d: gzip.compress(d), "deflate-zlib": lambda d: _zlib(zlib.MAX_WBITS, d),
+           "deflate-raw": lambda d: _zlib(-zlib.MAX_WBITS, d)}
+
+
+async def test_bytes_after_the_end_of_a_gzip_body_are_a_protocol_error_not_quadratic_cpu(upstream):
+    # (the reviewer's test, on this file's byte-scripted upstream)
+    gz = gzip.compress(b'{"ok":1}')
+    junk = b"x" * 65536
+    up = await upstream([[b"HTTP/1.1 200 OK\r\ncontent-encoding: gzip\r\ntransfer-encoding: chunked\r\n\r\n"
+                          + _c(gz)] + [_c(junk)] * 200 + [b"0\r\n\r\n"]])   # 12.5 MiB after the member ends
+    p = Pool(env={}, body_limit=1 << 20)
+    t0 = time.process_time()
+    try:
+        resp = await p.request("POST", up.url(), {}, b"{}")
+        with pytest.raises(ProtocolError, match="after the end of its compressed body"):
+            await resp.read()
+        assert p.stats() == {"open": 0, "idle": 0}
+    finally:
+        await p.close()
+    assert time.process_time() - t0 < 1.0
+
+
+@pytest.mark.parametrize("enc", ENCODED)
+@pytest.mark.parametrize("status", [200, 500])
+@pytest.mark.parametrize("split", [False, True], ids=["same-packet", "later-packet"])
+async def test_bytes_after_a_compressed_body_fail_it_and_the_connection_is_not_reused(upstream, pool, enc,
+                                                                                      status, split):
+    blob = ENCODED[enc](b"answer " * 50)
+    name = "gzip" if enc == "gzip" else "deflate"
+    head = b"HTTP/1.1 %d X\r\nContent-Encoding: %s\r\nTransfer-Encoding: chunked\r\n\r\n" % (status, name.encode())
+    body = [head + _c(blob), 0.02, _c(b"tail"), b"0\r\n\r\n"] if split else [head + _c(blob + b"tail") + b"0\r\n\r\n"]
+    up = await upstream([body, [ok(b"WRONG")]], [[ok(b"next")]])
+    resp = await pool.request("GET", up.url(), {}, None)
+    assert resp.status == status
+    with pytest.raises(ProtocolError, match="after the end of its compressed body") as ei:
+        await resp.read()
+    assert not ei.value.before_headers
+    assert await get(pool, up.url()) == (200, b"next") and up.connections == 2
+
+
+async def test_bytes_after_a_compressed_stream_body_fail_the_stream(upstream, pool):
+    gz = gzip.compress(b"data: 1\n\n")
+    up = await upstream([[b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          + _c(gz), 0.02, _c(b"data: injected\n\n"), 0.02, b"0\r\n\r\n"]])
+    resp = await pool.request("POST", up.url(), {}, b"{}", body_limit=None)
+    seen = b""
+    with pytest.raises(ProtocolError, match="after the end"):
+        while chunk := await resp.read_chunk():
+            seen += chunk
+    assert b"injected" not in seen
+    assert pool.stats() == {"open": 0, "idle": 0}
+
+
+async def test_a_compressed_body_followed_by_nothing_still_reuses_the_connection(upstream, pool):
+    gz = gzip.compress(b"fine")
+    up = await upstream([[b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+                          + _c(gz[:5]), 0.01, _c(gz[5:]) + b"0\r\n\r\n"], [ok(b"next")]])
+    assert await get(pool, up.url()) == (200, b"fine")
+    assert await get(pool, up.url()) == (200, b"next") and up.connections == 1
+
+
+# ---------------------------------------------------------------------------------------------- read after close
+
+async def test_read_chunk_after_close_mid_body_raises_instead_of_a_clean_end(upstream, pool):
+    up = await upstream([[b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"]])
+    resp = await pool.request("GET", up.url(), {}, None)
+    assert await resp.read_chunk() == b"abc"
+    resp.close()
+    with pytest.raises(ConnectionLost) as ei:
+        await resp.read_chunk()
+    assert not ei.value.before_headers
+    with pytest.raises(ConnectionLost):
+        await resp.read()
+
+
+async def test_read_chunk_after_close_with_unread_body_raises(upstream, pool):
+    up = await upstream([[ok(b"all of it")]])
+    resp = await pool.request("GET", up.url(), {}, None)
+    await until(lambda: resp._conn.complete)      # complete, but the caller has not read it
+    resp.release()                                # (unread body: not pooled either)
+    with pytest.raises(ConnectionLost):
+        await resp.read_chunk()
+    assert pool.stats()["idle"] == 0
+
+
+async def test_read_chunk_after_a_complete_read_still_returns_the_end(upstream, pool):
+    up = await upstream([[ok(b"one")], [ok(b"two")]])
+    resp = await pool.request("GET", up.url(), {}, None)
+    assert await resp.read() == b"one"            # released to the pool at the end
+    assert await resp.read_chunk() == b""
+    resp.release()
+    resp.close()
+    assert await resp.read_chunk() == b""
+    other = await pool.request("GET", up.url(), {}, None)   # the same connection, someone else's answer
+    assert await resp.read_chunk() == b"" and await other.read() == b"two" and up.connections == 1
+
+
+# ---------------------------------------------------------------------------------------------- pool order
+
+async def test_idle_connections_are_reused_oldest_first(upstream, pool):
+    up = await upstream([[ok(b"a1")], [ok(b"a2")]], [[ok(b"b1")], [ok(b"b2")]])
+    ra = await pool.request("GET", up.url(), {}, None)
+    rb = await pool.request("GET", up.url(), {}, None)    # ra still busy: a second connection
+    assert up.connections == 2
+    assert await ra.read() == b"a1"                        # a goes idle first
+    assert await rb.read() == b"b1"
+    assert pool.stats() == {"open": 2, "idle": 2}
+    assert await get(pool, up.url()) == (200, b"a2")      # FIFO: the oldest idle connection
+    assert await get(pool, up.url()) == (200, b"b2")      # then b, while a rests
+
+
 # ---------------------------------------------------------------------------------------------- resets
 
 @pytest.mark.parametrize("packets,before_headers", [
@@ -439,9 +572,12 @@ async def test_reset_at_every_stage_is_connection_lost(upstream, pool, packets, 
 
 
 async def test_stale_pooled_connection_closed_while_idle_is_not_used(upstream, pool):
-    up = await upstream([[ok(b"first"), 0.01, CLOSE]], [[ok(b"second")]])
+    idle = asyncio.Event()
+    up = await upstream([[ok(b"first"), idle, CLOSE]], [[ok(b"second")]])
     assert await get(pool, up.url()) == (200, b"first")
-    await asyncio.sleep(0.05)
+    assert pool.stats() == {"open": 1, "idle": 1}
+    idle.set()                                      # the vendor closes the idle connection
+    await until(lambda: pool.stats()["open"] == 0)
     assert await get(pool, up.url()) == (200, b"second")
     assert up.connections == 2 and len(up.requests) == 2
 

@@ -160,7 +160,11 @@ async def test_pooled_connection_closed_by_the_vendor_while_idle_is_not_used():
     pool = Pool(env={})
     resp = await pool.request("GET", f"{base}/x", {}, None)
     assert await resp.read() == b"ok"
-    await asyncio.sleep(0.05)
+    for _ in range(1000):  # wait (up to 5 s, not a fixed 50 ms) until the vendor's close reached the pool
+        if pool.stats()["open"] == 0:
+            break
+        await asyncio.sleep(0.005)
+    assert pool.stats() == {"open": 0, "idle": 1}
     resp = await pool.request("GET", f"{base}/x", {}, None)  # must not surface the dead socket
     assert await resp.read() == b"ok" and len(served) == 2
     srv.close()

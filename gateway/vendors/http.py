@@ -28,7 +28,10 @@ gateway, so any doubt about where one response ends is a cross-client leak
   own); a vendor that gzips/deflates anyway is decoded incrementally (a
   decompression bomb stops at the body limit) and the Content-Encoding /
   Content-Length headers are dropped from the response; any other encoding
-  fails the response.
+  fails the response, and so do bytes after the end of the compressed stream
+  (where that body ends is then unclear; zlib would also copy them, O(n²)).
+* Idle connections are reused oldest first: a stray late answer then has the
+  most time to arrive on an idle connection, and poison it, before it is taken.
 * A stale pooled connection is replaced by a fresh one only when it is found
   dead before any byte of the request went out (closed while idle, or the
   write failed synchronously). Once a POST may have reached the vendor, a lost
@@ -342,16 +345,29 @@ class _Conn(asyncio.Protocol):
         # max_length: never inflate more than one byte past the limit, whatever the ratio; a stream
         # (no body limit) may not inflate one packet past STREAM_INFLATE_MAX either
         room = STREAM_INFLATE_MAX + 1 if limit is None else max(1, limit - self.received + 1)
+        d = self.decoder
+        if d.eof:  # (zlib would append these bytes to unused_data: quadratic copying, nothing decoded)
+            self._after_end()
         try:
-            out = self.decoder.decompress(data, room)
+            out = d.decompress(data, room)
         except zlib.error as e:
             self.error = ProtocolError(f"vendor sent a corrupt compressed body ({e})", False)
             raise _Stop from None
+        if d.eof and d.unused_data:
+            self._after_end()
         if limit is None and len(out) > STREAM_INFLATE_MAX:
             self.error = ProtocolError(f"one compressed packet of the vendor's stream inflates past "
                                        f"{STREAM_INFLATE_MAX} bytes", False)
             raise _Stop
         return out
+
+    def _after_end(self) -> None:
+        """Bytes after the end of the compressed stream (in the same body): where does this body end?
+        Not trustworthy; the connection is dropped."""
+        self.body.clear()
+        self.buffered = 0
+        self.error = ProtocolError("vendor sent bytes after the end of its compressed body", False)
+        raise _Stop
 
     def _finish_decoding(self) -> None:
         d = self.decoder
@@ -421,11 +437,15 @@ class _Deflate:
     def eof(self) -> bool:
         return self.d.eof
 
+    @property
+    def unused_data(self) -> bytes:
+        return self.d.unused_data
+
 
 class Response:
     """A vendor's response; headers are read, the body is read on demand."""
 
-    __slots__ = ("_conn", "_done", "_pool", "headers", "status")
+    __slots__ = ("_conn", "_done", "_ended", "_pool", "headers", "status")
 
     def __init__(self, conn: _Conn, pool: Pool):
         self._conn = conn
@@ -433,12 +453,17 @@ class Response:
         self.status = conn.status
         self.headers = conn.headers     # names lower-cased
         self._done = False
+        self._ended = False             # the whole body was handed to the caller
 
     async def read_chunk(self) -> bytes:
         """The next piece of (decoded) body; b"" at the end. Raises ConnectionLost on a cut,
-        ResponseTooLarge past the body limit, ProtocolError on corrupt framing or encoding."""
-        if self._done:
-            return b""  # released or closed: the connection may already serve someone else
+        ResponseTooLarge past the body limit, ProtocolError on corrupt framing or encoding.
+        After release()/close(): b"" only if the whole body had been read; else ConnectionLost
+        (a b"" would look like a clean end of a truncated body)."""
+        if self._done:  # the connection may already serve someone else: never look at it
+            if self._ended:
+                return b""
+            raise ConnectionLost("response was closed before its body was read to the end", False)
         c = self._conn
         while True:
             if c.body:
@@ -449,6 +474,7 @@ class Response:
                     c.paused = False
                 return chunk
             if c.complete:
+                self._ended = True
                 self.release()
                 return b""
             if c.error is not None:
@@ -477,6 +503,8 @@ class Response:
             return
         self._done = True
         c = self._conn
+        if c.complete and not c.body and c.error is None:
+            self._ended = True
         if c.complete and c.keep_alive and not c.closed and not c.body and c.error is None:
             self._pool._put_back(c)
         else:
@@ -486,7 +514,10 @@ class Response:
         """Stop now (e.g. a cut stream or an abandoned body): the connection is not reused."""
         if not self._done:
             self._done = True
-            self._conn._abort()
+            c = self._conn
+            if c.complete and not c.body and c.error is None:
+                self._ended = True
+            c._abort()
 
 
 def _is_loopback(host: str) -> bool:
@@ -619,7 +650,9 @@ class Pool:
         self.connect_timeout = connect_timeout
         self.header_limit = header_limit
         self.body_limit = body_limit
-        self._idle: dict[tuple, list[_Conn]] = {}
+        # oldest first (FIFO): a stray late answer has the longest time to arrive on an idle
+        # connection, and poison it, before anyone takes it
+        self._idle: dict[tuple, deque[_Conn]] = {}
         self._ssl: dict[str | None, ssl.SSLContext] = {}
         self._routes: dict[Any, _Route] = {}
         self._all: set[_Conn] = set()
@@ -775,7 +808,7 @@ class Pool:
             return None
         now = time.monotonic()
         while idle:
-            c = idle.pop()
+            c = idle.popleft()
             if not c.closed and now - c.idle_since < IDLE_TTL and not c.transport.is_closing():  # type: ignore
                 c.idle = False
                 return c
@@ -787,7 +820,9 @@ class Pool:
         c._reset()
         c.idle = True
         c.idle_since = time.monotonic()
-        idle = self._idle.setdefault(c.key, [])
+        idle = self._idle.get(c.key)
+        if idle is None:
+            idle = self._idle[c.key] = deque()
         if len(idle) < MAX_IDLE_PER_HOST:
             idle.append(c)
         else:
