@@ -422,7 +422,7 @@ class _Walker:
                     self.add(kp, "is required")
                 elif is_dataclass(tp):   # a section left out: its defaults, loaded like written ones
                     out[name] = self.build(tp, {}, kp)
-                elif f.metadata["load"] and f.default not in (None, MISSING):
+                elif f.metadata["load"] and f.default is not None and f.default is not MISSING:
                     out[name] = f.metadata["load"](f.default, self.ctx)
                 continue
             value = self.value(tp, data[name], kp, f.metadata)
@@ -468,7 +468,7 @@ class _Walker:
                 self.add(kp, f"must be an array, got {_tname(v)}")
                 return _BAD
             items = [self.value(typing.get_args(tp)[0], item, f"{kp}[{j}]", {}) for j, item in enumerate(v)]
-            return _BAD if _BAD in items else tuple(items)
+            return _BAD if any(item is _BAD for item in items) else tuple(items)
         ok = (origin or tp) if tp is not float else (int, float)
         if not isinstance(v, ok) or (isinstance(v, bool) and tp is not bool):
             self.add(kp, f"must be {_type_words(tp)}, got {_tname(v)}")
