@@ -9,6 +9,9 @@ to test table-driven and the router owns every timeout and retry.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import sys
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -173,22 +176,65 @@ def vendor_secrets(vendor: VendorConfig) -> tuple[str, ...]:
 
 
 FRAGMENT_CHARS = 8   # a run this long of any secret is scrubbed, wherever it stands
+_PROBE = FRAGMENT_CHARS // 2   # probe stride and probe length (see _covered)
+
+
+_WORD = "I" if memoryview(bytes(4)).cast("I").itemsize == 4 else ""   # 4 bytes read as one int
+_BLOCK = 256   # words per set test
+
+
+@functools.lru_cache(maxsize=64)
+def _grams(secrets: tuple[Any, ...]) -> tuple[frozenset, frozenset, frozenset]:
+    """The secrets' FRAGMENT_CHARS-grams, their _PROBE-grams, and those _PROBE-grams that are ASCII
+    as native-order ints (cached: every target shares one secrets tuple)."""
+    k, q = FRAGMENT_CHARS, _PROBE
+    long = [s for s in secrets if len(s) >= k]
+    probes = frozenset(s[i:i + q] for s in long for i in range(len(s) - q + 1))
+    raw = (g.encode("ascii") if isinstance(g, str) else g for g in probes
+           if not isinstance(g, str) or g.isascii())   # a str text is read as bytes only when ASCII
+    return (frozenset(s[i:i + k] for s in long for i in range(len(s) - k + 1)), probes,
+            frozenset(int.from_bytes(g, sys.byteorder) for g in raw))
+
+
+def _probe_hits(text: Any, probes: frozenset, words: frozenset) -> list[int]:
+    """The positions i, multiples of _PROBE, where text[i:i+_PROBE] is one of `probes`, ascending."""
+    q = _PROBE
+    raw = text if isinstance(text, bytes) else text.encode("ascii") if text.isascii() else None
+    if raw is None or not _WORD:  # non-ASCII str: one slice and lookup per probe, in a comprehension
+        return [i for i in range(0, len(text) - q + 1, q) if text[i:i + q] in probes]
+    mv = memoryview(raw)[:len(raw) // q * q].cast(_WORD)   # every aligned 4-gram as an int, in C
+    hits: list[int] = []
+    for start in range(0, len(mv), _BLOCK):
+        block = mv[start:start + _BLOCK]
+        if words.isdisjoint(block):
+            continue  # the usual case: no piece of any secret in these 1 KiB
+        hits.extend(itertools.compress(itertools.count(start * q, q), map(words.__contains__, block)))
+    return hits
 
 
 def _covered(text: Any, secrets: tuple[Any, ...]) -> list[tuple[int, int]]:
-    """Spans of `text` made of runs of >= FRAGMENT_CHARS characters of some secret, merged."""
-    k = FRAGMENT_CHARS
-    grams = set()
-    for s in secrets:
-        for i in range(len(s) - k + 1):
-            grams.add(s[i:i + k])
+    """Spans of `text` made of runs of >= FRAGMENT_CHARS characters of some secret, merged.
+
+    A run text[p:p+8] of a secret contains the 4 characters at the one or two positions
+    i in p..p+4 that are multiples of 4, and those are a 4-gram of the same secret. So
+    only every 4th position is probed against the secrets' 4-grams (in C where the text
+    is ASCII: its aligned 4-byte words are ints intersected with a set), and only around
+    a hit, at p = i-4..i, are the 8-grams checked: every p the plain scan would find,
+    and no other.
+    """
+    k, q = FRAGMENT_CHARS, _PROBE
+    grams, probes, words = _grams(secrets)
+    n = len(text)
     spans: list[tuple[int, int]] = []
-    for i in range(len(text) - k + 1):
-        if text[i:i + k] in grams:
-            if spans and spans[-1][1] >= i:
-                spans[-1] = (spans[-1][0], i + k)
-            else:
-                spans.append((i, i + k))
+    last = -1   # the last start checked: probe windows overlap by one position
+    for i in _probe_hits(text, probes, words):
+        for p in range(max(i - q, last + 1, 0), min(i, n - k) + 1):
+            last = p
+            if text[p:p + k] in grams:
+                if spans and spans[-1][1] >= p:
+                    spans[-1] = (spans[-1][0], p + k)
+                else:
+                    spans.append((p, p + k))
     return spans
 
 
@@ -199,10 +245,18 @@ def scrub_text(text: Any, secrets: tuple[Any, ...]) -> Any:
     Fragments matter because vendors and relays cut what they echo: a key quoted
     near the end of a truncated error page must not leak 33 of its 34 characters.
     Callers scrub before they cut anything, so no cut can leave a shorter piece.
+    TypeError if text and secrets are not both str or both bytes (bytes text with
+    str secrets would never match: nothing scrubbed, silently).
     """
-    if not secrets or not text or len(text) < FRAGMENT_CHARS:
+    if not secrets:
         return text
-    spans = _covered(text, secrets)
+    want = str if isinstance(text, str) else bytes
+    for s in secrets:
+        if not isinstance(s, want):
+            raise TypeError(f"scrub_text: {type(text).__name__} text with {type(s).__name__} secrets")
+    if not text or len(text) < FRAGMENT_CHARS:
+        return text
+    spans = _covered(text, tuple(secrets))
     if not spans:
         return text
     mark: Any = REDACTED if isinstance(text, str) else REDACTED.encode()

@@ -1,0 +1,197 @@
+"""scrub_text: the fast scan finds exactly what a plain scan finds (property test), and a micro-benchmark.
+
+Run `python -m tests.test_scrub` for the benchmark figures (64 KiB texts, 2 and 20 secrets): the
+reference below is the plain position-by-position scan the gateway used before.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gateway.vendors.base import FRAGMENT_CHARS, REDACTED, scrub, scrub_text, ErrorClass, VendorError
+
+
+def reference(text, secrets):
+    """Every character inside some run of >= FRAGMENT_CHARS characters of some secret is covered;
+    each maximal covered run becomes one [redacted]."""
+    k = FRAGMENT_CHARS
+    if not secrets or len(text) < k:
+        return text
+    covered = [False] * len(text)
+    for p in range(len(text) - k + 1):
+        piece = text[p:p + k]
+        if any(piece in s for s in secrets):
+            for j in range(p, p + k):
+                covered[j] = True
+    mark = REDACTED if isinstance(text, str) else REDACTED.encode()
+    out, j = [], 0
+    while j < len(text):
+        if covered[j]:
+            while j < len(text) and covered[j]:
+                j += 1
+            out.append(mark)
+        else:
+            out.append(text[j:j + 1])
+            j += 1
+    return text[:0].join(out)
+
+
+ALPHABET = "abcAB-_0é"     # small, so secrets overlap one another and the filler by accident
+
+
+@st.composite
+def cases(draw):
+    secrets: list[str] = []
+    for _ in range(draw(st.integers(1, 4))):
+        if secrets and draw(st.booleans()):
+            # overlapping secrets: one shares a piece of another
+            base = draw(st.sampled_from(secrets))
+            a = draw(st.integers(0, len(base)))
+            b = draw(st.integers(a, len(base)))
+            s = draw(st.text(ALPHABET, max_size=6)) + base[a:b] + draw(st.text(ALPHABET, max_size=6))
+        else:
+            s = draw(st.text(ALPHABET, min_size=4, max_size=30))
+        secrets.append(s)
+    pieces = []
+    for _ in range(draw(st.integers(0, 12))):
+        kind = draw(st.sampled_from(["filler", "long", "fragment", "fragment7", "fragment8", "whole"]))
+        if kind == "filler":
+            pieces.append(draw(st.text(ALPHABET, max_size=12)))
+            continue
+        if kind == "long":   # past the 1 KiB blocks the fast scan tests at once
+            pieces.append("x" * draw(st.integers(1, 2500)))
+            continue
+        s = draw(st.sampled_from(secrets))
+        if kind == "whole":
+            pieces.append(s)
+            continue
+        n = {"fragment7": 7, "fragment8": 8}.get(kind) or draw(st.integers(1, max(1, len(s))))
+        n = min(n, len(s))
+        a = draw(st.integers(0, len(s) - n))
+        pieces.append(s[a:a + n])
+    text = "".join(pieces)
+    as_bytes = draw(st.booleans())
+    if as_bytes:
+        return text.encode(), tuple(s.encode() for s in secrets)
+    return text, tuple(secrets)
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_fast_scrub_equals_the_plain_scan(case):
+    text, secrets = case
+    assert scrub_text(text, secrets) == reference(text, secrets)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(ALPHABET, max_size=60), st.lists(st.text(ALPHABET, max_size=20), max_size=3))
+def test_fast_scrub_equals_the_plain_scan_on_unrelated_text(text, secrets):
+    assert scrub_text(text, tuple(secrets)) == reference(text, tuple(secrets))
+
+
+KEY = "sk-abcdefghijklmnopqrstuvwxyz0123"
+
+
+@pytest.mark.parametrize("offset", range(12))
+def test_fragments_of_seven_kept_eight_scrubbed_at_every_alignment(offset):
+    pad = "#" * offset
+    assert scrub_text(pad + KEY[3:10] + "#", (KEY,)) == pad + KEY[3:10] + "#"
+    assert scrub_text(pad + KEY[3:11] + "#", (KEY,)) == pad + REDACTED + "#"
+    assert scrub_text(pad + KEY + "#" + KEY[-8:], (KEY,)) == pad + REDACTED + "#" + REDACTED
+    assert scrub_text(pad + KEY[:8] + KEY[20:28], (KEY,)) == pad + REDACTED   # adjacent runs: merged
+
+
+def test_mismatched_types_raise_instead_of_scrubbing_nothing():
+    with pytest.raises(TypeError):
+        scrub_text(KEY.encode(), (KEY,))
+    with pytest.raises(TypeError):
+        scrub_text(KEY, (KEY.encode(),))
+    with pytest.raises(TypeError):
+        scrub_text(b"short", (KEY,))          # even where nothing could match
+    assert scrub_text(b"key " + KEY.encode(), (KEY.encode(),)) == b"key " + REDACTED.encode()
+    assert scrub_text(KEY.encode(), ()) == KEY.encode()   # no secrets: nothing to check
+
+
+def test_scrub_of_a_vendor_error_still_works():
+    err = scrub(VendorError(ErrorClass.MISCONFIGURED, f"bad key {KEY[:20]}...", 401, code=KEY), (KEY,))
+    assert err.message == f"bad key {REDACTED}..." and err.code == REDACTED
+
+
+# ------------------------------------------------------------------------------------------ benchmark
+
+def _plain_scan(text, secrets):
+    """The implementation before the fast scan (kept for the benchmark)."""
+    k = FRAGMENT_CHARS
+    grams = {s[i:i + k] for s in secrets for i in range(len(s) - k + 1)}
+    spans: list[tuple[int, int]] = []
+    for i in range(len(text) - k + 1):
+        if text[i:i + k] in grams:
+            if spans and spans[-1][1] >= i:
+                spans[-1] = (spans[-1][0], i + k)
+            else:
+                spans.append((i, i + k))
+    return spans
+
+
+def _plain_scrub(text, secrets):
+    """The old scrub_text, whole: the plain scan, then the same joining."""
+    spans = _plain_scan(text, secrets)
+    if not spans:
+        return text
+    mark = REDACTED if isinstance(text, str) else REDACTED.encode()
+    out, pos = [], 0
+    for a, b in spans:
+        out += [text[pos:a], mark]
+        pos = b
+    out.append(text[pos:])
+    return text[:0].join(out)
+
+
+def bench(n_secrets: int, size: int = 64 << 10, rounds: int = 20, as_bytes: bool = False,
+          quoted: float = 0.3, extra: str = "") -> tuple[float, float]:
+    """(plain ms, fast ms) per scrub of a `size` error body quoting some of `n_secrets` keys."""
+    rng = random.Random(n_secrets)
+    alphabet = string.ascii_letters + string.digits + " {}\":,.-_" + extra
+    secrets = tuple("sk-" + "".join(rng.choices(string.ascii_letters + string.digits, k=45))
+                    for _ in range(n_secrets))
+    parts, total = [], 0
+    while total < size:
+        p = "".join(rng.choices(alphabet, k=rng.randint(200, 2000)))
+        if rng.random() < quoted:
+            s = rng.choice(secrets)
+            p += s[rng.randint(0, 20):]
+        parts.append(p)
+        total += len(p)
+    text = "".join(parts)[:size]
+    if as_bytes:
+        text, secrets = text.encode(), tuple(s.encode() for s in secrets)
+    assert scrub_text(text, secrets) == _plain_scrub(text, secrets)
+    timings = []
+    for fn in (_plain_scrub, scrub_text):
+        fn(text, secrets)
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            fn(text, secrets)
+        timings.append((time.perf_counter() - t0) / rounds * 1000)
+    return timings[0], timings[1]
+
+
+def test_benchmark_runs_and_reports():
+    plain, fast = bench(2, size=4096, rounds=2)   # figures: python -m tests.test_scrub (not asserted)
+    assert plain >= 0 and fast >= 0
+
+
+if __name__ == "__main__":
+    for label, kw in [("str, ~20 keys quoted", {}), ("bytes, ~20 keys quoted", {"as_bytes": True}),
+                      ("str, nothing quoted", {"quoted": 0}), ("bytes, nothing quoted", {"as_bytes": True, "quoted": 0}),
+                      ("non-ASCII str, ~20 quoted", {"extra": "éü"})]:
+        for n in (2, 20):
+            plain, fast = bench(n, **kw)
+            print(f"64 KiB {label:26s} {n:2d} secrets: plain scan {plain:6.2f} ms, "
+                  f"fast scan {fast:5.2f} ms ({plain / fast:4.1f}x)")
