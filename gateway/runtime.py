@@ -7,12 +7,14 @@ it. Everything lives on the event loop thread, so no locks are needed.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gateway.vendors import make_adapter
-from gateway.vendors.base import Adapter, vendor_secrets
+from gateway.vendors.base import Adapter, env_proxy_secrets, vendor_secrets
 from gateway.routing.breaker import Breaker
 from gateway.config import Config, Price, TargetConfig, VendorConfig
 from gateway.routing.faults import Fault
@@ -86,14 +88,17 @@ class NullStore:
 
 
 class Runtime:
-    def __init__(self, config: Config, store: Any = None, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, config: Config, store: Any = None, clock: Callable[[], float] = time.monotonic,
+                 env: Mapping[str, str] | None = None):
         self.config = config
         self.store = store if store is not None else NullStore()
         self.targets: dict[str, Target] = {}
         adapters: dict[str, Adapter] = {}
-        # Every vendor's secrets are scrubbed from every vendor's errors: a relay may echo any key it holds.
-        secrets = tuple(sorted({s for v in config.vendors.values() for s in vendor_secrets(v)}, key=len,
-                               reverse=True))
+        # Every vendor's secrets are scrubbed from every vendor's errors: a relay may echo any key it holds;
+        # so are the passwords of the environment's proxies (env: what the HTTP client reads, default os.environ).
+        found = {s for v in config.vendors.values() for s in vendor_secrets(v)}
+        found.update(env_proxy_secrets(os.environ if env is None else env))
+        secrets = tuple(sorted(found, key=len, reverse=True))
         for route in config.routes.values():
             for tc in route.targets:
                 if tc.id in self.targets:

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.vendors.base import FRAGMENT_CHARS, REDACTED, scrub, scrub_text, ErrorClass, VendorError
+from gateway.vendors.base import (FRAGMENT_CHARS, REDACTED, ErrorClass, VendorError, proxy_passwords, scrub,
+                                  scrub_text)
 
 
 def reference(text, secrets):
@@ -195,3 +196,57 @@ if __name__ == "__main__":
             plain, fast = bench(n, **kw)
             print(f"64 KiB {label:26s} {n:2d} secrets: plain scan {plain:6.2f} ms, "
                   f"fast scan {fast:5.2f} ms ({plain / fast:4.1f}x)")
+
+
+# ------------------------------------------------------------------------------------------ proxy passwords
+
+def _runtime(tmp_path, env=None, **vendor_extra):
+    from gateway.config import parse_config
+    from gateway.runtime import Runtime
+    from tests.conftest import base_config
+
+    raw = base_config("http://127.0.0.1:9", tmp_path)
+    raw["vendors"]["openai"].update(vendor_extra)
+    return Runtime(parse_config(raw, str(tmp_path / "patchbay.toml"), {}), env=env)
+
+
+def test_a_proxy_password_is_read_as_written_and_as_sent():
+    assert proxy_passwords("http://user:p%40ss%2Fword-42@proxy.internal:3128") == {"p%40ss%2Fword-42",
+                                                                                   "p@ss/word-42"}
+    assert proxy_passwords("user:plain-password@proxy:3128") == {"plain-password"}   # bare, read as http://
+    assert proxy_passwords("http://proxy:3128") == set() and proxy_passwords("") == set()
+    assert proxy_passwords("http://u:longpassword@[::1:3128") == set()   # unparseable: no exception
+
+
+def test_vendor_secrets_hold_the_decoded_proxy_password(tmp_path):
+    rt = _runtime(tmp_path, env={}, proxy="http://user:s%3Acret%40proxy-9@proxy.internal:3128")
+    secrets = rt.targets["openai/gpt-4.1"].secrets
+    assert "s%3Acret%40proxy-9" in secrets and "s:cret@proxy-9" in secrets
+    err = VendorError(ErrorClass.CONNECT, "proxy said: bad credentials s:cret@proxy-9 for user")
+    assert "s:cret@proxy" not in scrub(err, secrets).message
+
+
+@pytest.mark.parametrize("name", ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY",
+                                  "all_proxy"])
+def test_environment_proxy_passwords_are_scrubbed_by_every_target(tmp_path, name):
+    env = {name: "http://me:env%2Fproxy-secret@proxy.corp:8080", "NO_PROXY": "localhost"}
+    rt = _runtime(tmp_path, env=env)
+    for t in rt.targets.values():
+        assert "env%2Fproxy-secret" in t.secrets and "env/proxy-secret" in t.secrets
+        assert b"env/proxy-secret" in t.secret_bytes
+        assert scrub_text("407: env/proxy-secret rejected", t.secrets) == f"407: {REDACTED} rejected"
+
+
+def test_short_environment_proxy_passwords_follow_the_vendor_length_rule(tmp_path):
+    rt = _runtime(tmp_path, env={"HTTPS_PROXY": "http://me:short7x@proxy:8080",
+                                 "HTTP_PROXY": "http://me:%41%42%43%44%45@proxy:8080"})  # 15 raw, 5 decoded
+    secrets = rt.targets["openai/gpt-4.1"].secrets
+    assert "short7x" not in secrets and "%41%42%43%44%45" in secrets and "ABCDE" not in secrets
+
+
+def test_runtime_reads_os_environ_when_no_env_is_given(tmp_path, monkeypatch):
+    for n in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(n, raising=False)
+    monkeypatch.setenv("ALL_PROXY", "http://me:from-os-environ@proxy:8080")
+    assert "from-os-environ" in _runtime(tmp_path).targets["openai/gpt-4.1"].secrets
+    assert "from-os-environ" not in _runtime(tmp_path, env={}).targets["openai/gpt-4.1"].secrets

@@ -164,15 +164,42 @@ class Adapter:
 REDACTED = "[redacted]"
 
 
+SECRET_MIN_CHARS = 8   # shorter values are not scrubbed (they would match ordinary text)
+PROXY_ENV = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY")
+
+
+def proxy_passwords(url: str) -> set[str]:
+    """A proxy URL's password as written (percent-encoded) and as sent (decoded); a bare
+    user:pass@host:port is read as http://, as the HTTP client reads it."""
+    from urllib.parse import unquote, urlsplit
+
+    if not url or not url.strip():
+        return set()
+    url = url.strip()
+    try:
+        pw = urlsplit(url if "://" in url else "http://" + url).password
+    except ValueError:
+        return set()
+    return {pw, unquote(pw)} if pw else set()
+
+
+def env_proxy_secrets(env: Any) -> tuple[str, ...]:
+    """The passwords of the proxies the environment names (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY, any
+    case): the HTTP client sends them to every vendor it reaches through those proxies."""
+    values: set[str] = set()
+    for name in PROXY_ENV:
+        values |= proxy_passwords(env.get(name) or "")
+    return tuple(sorted((v for v in values if len(v) >= SECRET_MIN_CHARS), key=len, reverse=True))
+
+
 def vendor_secrets(vendor: VendorConfig) -> tuple[str, ...]:
     """What this vendor was sent that it must never get to echo into Patchbay's logs, database or answers:
-    its API key and its configured header values (relay auth headers), longest first."""
+    its API key, its configured header values (relay auth headers) and its proxy's password
+    (percent-encoded as configured, and decoded as sent), longest first."""
     values = {vendor.api_key or "", *vendor.headers.values()}
     if vendor.proxy:
-        from urllib.parse import urlsplit
-
-        values.add(urlsplit(vendor.proxy).password or "")
-    return tuple(sorted((v for v in values if len(v) >= 8), key=len, reverse=True))
+        values |= proxy_passwords(vendor.proxy)
+    return tuple(sorted((v for v in values if len(v) >= SECRET_MIN_CHARS), key=len, reverse=True))
 
 
 FRAGMENT_CHARS = 8   # a run this long of any secret is scrubbed, wherever it stands
