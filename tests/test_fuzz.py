@@ -28,8 +28,9 @@ from hypothesis import strategies as st
 from gateway.vendors import make_adapter
 from gateway.vendors.base import ChatResult, StreamDelta, UpstreamRequest, VendorError
 from gateway.config import Config, ConfigError, VendorConfig, load_config, parse_config
-from gateway.routing.router import ClientError
-from gateway.doors.server import validate_chat
+from gateway.routing.call import ClientError
+from gateway.doors.chat import error_body
+from gateway.doors.chat import validate as validate_chat
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -141,7 +142,7 @@ def test_validate_chat_accepts_or_raises_a_client_error(body: Any) -> None:
         validate_chat(body)
     except ClientError as ce:
         assert 400 <= ce.status < 500
-        err = orjson.loads(ce.body())["error"]
+        err = orjson.loads(error_body(ce))["error"]
         assert isinstance(err["message"], str) and err["message"]
         return
     # accepted: what the router relies on without checking again

@@ -42,3 +42,11 @@ def test_importing_the_engine_loads_no_textual():
             "import store.records; print('textual' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_policy_layer_and_the_vendor_adapters_never_import_aiohttp():
+    """The router decides and the adapters translate; writing HTTP answers is the doors' job."""
+    for package in ("gateway/routing", "gateway/vendors"):
+        bad = {p: n & {"aiohttp", "textual", "tui"} for p, n in imported_modules(package).items()
+               if n & {"aiohttp", "textual", "tui"}}
+        assert not bad, bad

@@ -36,9 +36,10 @@ import random
 import time
 from typing import Any
 
-from gateway.vendors.base import ErrorClass, VendorError, scrub
-from gateway.routing.router import _NET_ERRORS, Router, _net_error
+from gateway.routing.attempt import NET_ERRORS, net_error, settle
+from gateway.routing.router import Router
 from gateway.runtime import Runtime, Target
+from gateway.vendors.base import ErrorClass, VendorError, scrub
 
 log = logging.getLogger("patchbay.prober")
 
@@ -135,10 +136,11 @@ class Prober:
             return None
         self._busy.add(t.id)
         trial = False
+        owner = object()   # this probe, as the owner of a half-open trial it takes
         try:
             b = t.breaker
             if b.state != "closed":
-                trial = b.allow()   # the half-open trial when the cooldown is over
+                trial = b.allow(owner)   # the half-open trial when the cooldown is over
             self.sent[t.id] = self.sent.get(t.id, 0) + 1
             start = time.perf_counter()
             err: VendorError | None = None
@@ -147,8 +149,7 @@ class Prober:
             except VendorError as e:
                 err = e
             except _Inconclusive as e:
-                if trial:
-                    b.release()
+                b.release(owner)
                 t.health.last_probe = {"ts": time.time(), "ok": None, "latency_ms": None, "error": str(e),
                                        "mode": self.mode}
                 if t.id not in self._warned:
@@ -156,11 +157,10 @@ class Prober:
                     log.warning("probe of %s: %s", t.id, e)
                 return None
             except asyncio.CancelledError:
-                if trial:
-                    b.release()
+                b.release(owner)
                 raise
             lat = round((time.perf_counter() - start) * 1000, 3)
-            self._record(t, err, lat, trial)
+            self._record(t, err, lat, owner, trial)
             return err is None
         finally:
             self._busy.discard(t.id)
@@ -169,31 +169,31 @@ class Prober:
         cfg = self.rt.config.timeouts
         deadline = time.perf_counter() + cfg.first_byte + cfg.idle
         fault = t.active_fault()
-        await self._router._fault_gate(fault, deadline)
+        await self._router.fault_gate(fault, deadline)
         req = t.adapter.probe_request(t.cfg.model, self.mode)
         try:
             async with asyncio.timeout(cfg.first_byte):
-                resp = await self._router._request(t, req, False)
+                resp = await self._router.request(t, req, False)
         except TimeoutError:
             raise VendorError(ErrorClass.TIMEOUT, f"probe: no response headers within first_byte={cfg.first_byte:g}s") \
                 from None
-        except _NET_ERRORS as e:
-            raise _net_error(e, True) from None
+        except NET_ERRORS as e:
+            raise net_error(e, True) from None
         if resp.status in (404, 405, 501) and self.mode == "models":
             resp.release()
             raise _Inconclusive(f"{req.url} answered HTTP {resp.status}: this vendor has no models list to probe; "
                                 "set prober.mode = \"completion\" to probe it")
         if resp.status != 200:
-            raise await self._router._error_from(t, resp)
+            raise await self._router.read_error(t, resp)
         try:
             async with asyncio.timeout(cfg.idle):
                 data = await resp.read()   # bounded by [upstream] max_body_bytes, like traffic
         except TimeoutError:
             resp.close()
             raise VendorError(ErrorClass.TIMEOUT, "probe: response body stalled") from None
-        except _NET_ERRORS as e:
+        except NET_ERRORS as e:
             resp.close()
-            raise _net_error(e, False) from None
+            raise net_error(e, False) from None
         if fault is not None and fault.kind == "stream_cut":
             raise VendorError(ErrorClass.RESET, "drill: connection dropped after headers")
         if self.mode == "completion":
@@ -202,20 +202,10 @@ class Prober:
             except VendorError as e:
                 raise scrub(e, t.secrets) from None
 
-    def _record(self, t: Target, err: VendorError | None, lat: float, trial: bool) -> None:
-        b = t.breaker
+    def _record(self, t: Target, err: VendorError | None, lat: float, owner: object, trial: bool) -> None:
+        # A probe may move the breaker only with its own trial, or while the breaker is closed.
+        settle(self.rt, t, err, lat, owner=owner, verdict=trial or t.breaker.state == "closed", probe=True)
         ok = err is None
-        if ok:
-            t.health.observe(True, lat, probe=True)
-            if trial or b.state == "closed":
-                self.rt.breaker_changed(t, b.success(), "probe succeeded")
-        else:
-            assert err is not None
-            t.health.observe(False, lat, f"probe: {err}"[:300], err.cls, probe=True, retry_after=err.retry_after)
-            if err.cls.counts_against_health and (trial or b.state == "closed"):
-                self.rt.breaker_changed(t, b.failure(), f"probe failed: {err}"[:200])
-            elif trial:
-                b.release()
         t.health.last_probe = {"ts": time.time(), "ok": ok, "latency_ms": lat,
                                "error": None if ok else str(err)[:300], "mode": self.mode}
         last = self._last_ok.get(t.id, True)

@@ -1,9 +1,12 @@
-"""The OpenAI-compatible data plane: /v1/chat/completions, /v1/models, /healthz.
+"""The client-facing listener: /v1/chat/completions, /v1/models, /healthz.
 
-Applications change only `base_url`; everything they can get wrong (bad JSON,
-wrong types, oversize bodies, unknown models, bad keys) comes back as an
-OpenAI-style error body with the matching status, so their SDK raises the
-exception it already knows.
+What every door shares lives here: client keys, body size and read time,
+JSON parsing, model resolution, drill marks. The dialect itself (validation,
+answers, streams, error bodies) is the door's (`doors/chat.py`). Applications
+change only `base_url`; everything they can get wrong (bad JSON, wrong types,
+oversize bodies, unknown models, bad keys) comes back as an error body in
+their own format with the matching status, so their SDK raises the exception
+it already knows.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from gateway.routing.router import Call, ClientError, Router
+from gateway.doors import chat
+from gateway.routing.call import Call, ClientError
+from gateway.routing.router import Router
 from gateway.runtime import Runtime
 from store.records import new_id
 
@@ -28,74 +33,10 @@ log = logging.getLogger("patchbay")
 _LOOPBACK = frozenset({"127.0.0.1", "::1"})
 
 
-_TYPES = {
-    "temperature": (int, float), "top_p": (int, float), "max_tokens": int, "max_completion_tokens": int,
-    "n": int, "stream": bool, "stop": (str, list, type(None)), "tools": list, "user": str,
-    "presence_penalty": (int, float), "frequency_penalty": (int, float), "seed": int,
-    "stream_options": (dict, type(None)), "response_format": dict, "parallel_tool_calls": bool,
-    "tool_choice": (str, dict), "logprobs": bool, "metadata": dict,
-}
-_TYPE_WORDS = {int: "an integer", float: "a number", bool: "a boolean", str: "a string", list: "an array",
-               dict: "an object", type(None): "null"}
-
-
 def error_response(status: int, message: str, etype: str = "invalid_request_error", code: str | None = None,
                    param: str | None = None, headers: dict | None = None) -> web.Response:
-    return web.Response(status=status, body=ClientError(status, message, etype, code, param).body(),
+    return web.Response(status=status, body=chat.error_body(ClientError(status, message, etype, code, param)),
                         content_type="application/json", headers=headers)
-
-
-def _type_name(v: Any) -> str:
-    return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array", dict: "object",
-            type(None): "null"}.get(type(v), type(v).__name__)
-
-
-def validate_chat(body: Any) -> None:
-    """Raise ClientError for a request no vendor should see."""
-    if not isinstance(body, dict):
-        raise ClientError(400, f"The request body must be a JSON object, got {_type_name(body)}.")
-    model = body.get("model")
-    if model is None:
-        raise ClientError(400, "you must provide a model parameter", param="model", code="missing_required_parameter")
-    if not isinstance(model, str):
-        raise ClientError(400, f"Invalid type for 'model': expected a string, but got {_type_name(model)}.",
-                          param="model", code="invalid_type")
-    messages = body.get("messages")
-    if messages is None:
-        raise ClientError(400, "Missing required parameter: 'messages'.", param="messages",
-                          code="missing_required_parameter")
-    if not isinstance(messages, list):
-        raise ClientError(400, f"Invalid type for 'messages': expected an array, but got {_type_name(messages)}.",
-                          param="messages", code="invalid_type")
-    if not messages:
-        raise ClientError(400, "Invalid 'messages': empty array. Expected an array with minimum length 1.",
-                          param="messages", code="empty_array")
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise ClientError(400, f"Invalid type for 'messages[{i}]': expected an object, but got {_type_name(m)}.",
-                              param=f"messages[{i}]", code="invalid_type")
-        role = m.get("role")
-        if not isinstance(role, str) or role not in ("system", "developer", "user", "assistant", "tool", "function"):
-            raise ClientError(400, f"Invalid value for 'messages[{i}].role': {role!r}. Supported values are: "
-                                   "'system', 'developer', 'user', 'assistant' and 'tool'.",
-                              param=f"messages[{i}].role", code="invalid_value")
-        content = m.get("content")
-        if content is not None and not isinstance(content, (str, list)):
-            raise ClientError(400, f"Invalid type for 'messages[{i}].content': expected a string or an array, "
-                                   f"but got {_type_name(content)}.", param=f"messages[{i}].content",
-                              code="invalid_type")
-    for key, types in _TYPES.items():
-        v = body.get(key)
-        if v is not None:
-            tt = types if isinstance(types, tuple) else (types,)
-            if isinstance(v, bool) and bool not in tt or not isinstance(v, tt):
-                words = " or ".join(_TYPE_WORDS[t] for t in tt)
-                raise ClientError(400, f"Invalid type for '{key}': expected {words}, but got {_type_name(v)}.",
-                                  param=key, code="invalid_type")
-    n = body.get("n")
-    if n not in (None, 1):
-        raise ClientError(400, "Patchbay supports only n=1: failover cannot merge choices across vendors.",
-                          param="n", code="unsupported_value")
 
 
 def _rejected_headers(t0: float) -> dict[str, str]:
@@ -175,14 +116,14 @@ class DataPlane:
             except orjson.JSONDecodeError as e:
                 raise ClientError(400, f"We could not parse the JSON body of your request: {e}. "
                                        "The body must be valid JSON.", code="invalid_json") from None
-            validate_chat(body)
+            chat.validate(body)
             resolved = self.rt.resolve(body["model"])
             if resolved is None:
                 names = ", ".join(self.rt.model_names())
                 raise ClientError(404, f"The model '{body['model']}' does not exist on this gateway. "
                                        f"Available: {names}.", code="model_not_found", param="model")
         except ClientError as ce:
-            return web.Response(status=ce.status, body=ce.body(), content_type="application/json",
+            return web.Response(status=ce.status, body=chat.error_body(ce), content_type="application/json",
                                 headers={**_rejected_headers(t0), **ce.headers})
         route, targets, fallback = resolved
         stream = bool(body.get("stream"))
@@ -190,17 +131,13 @@ class DataPlane:
         call = Call(id=new_id(), route=route, targets=targets, fallback=fallback, body=body, stream=stream,
                     include_usage=bool(so.get("include_usage")), client_key_id=key_id,
                     drill_id=request.headers.get("x-patchbay-drill") if _same_host(request) else None)
-        if stream:
-            return await self.router.stream(call, request)
-        status, headers, out = await self.router.complete(call)
-        headers["Content-Type"] = "application/json"
-        return web.Response(status=status, body=out, headers=headers)
+        return await chat.serve(self.router, call, request)
 
     async def models(self, request: web.Request) -> web.Response:
         try:
             self._auth(request)
         except ClientError as ce:
-            return web.Response(status=ce.status, body=ce.body(), content_type="application/json",
+            return web.Response(status=ce.status, body=chat.error_body(ce), content_type="application/json",
                                 headers=ce.headers)
         now = int(time.time())
         data = [{"id": name, "object": "model", "created": now, "owned_by": "patchbay"}

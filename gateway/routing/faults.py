@@ -13,8 +13,12 @@ it exactly as if the vendor misbehaved, without touching the vendor.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
+
+from gateway.routing.verdicts import timeout_error
+from gateway.vendors.base import ErrorClass, VendorError, status_class
 
 FAULT_KINDS = ("error", "timeout", "hang", "latency", "stream_cut")
 
@@ -69,3 +73,25 @@ def parse_fault(spec: str, *, duration: float | None = None, drill_id: str | Non
     if kind in ("timeout", "hang", "stream_cut") and not arg:
         return Fault(kind, until=until, drill_id=drill_id)
     raise FaultSpecError(f"unknown fault {spec!r}; use error:<status>, timeout, hang, latency:<ms> or stream_cut")
+
+
+async def apply_fault(fault: Fault | None, deadline: float, first_byte: float, total: float) -> None:
+    """A drill's fault before the real call (or instead of it), as a misbehaving vendor would act."""
+    if fault is None:
+        return
+    kind = fault.kind
+    if kind == "error":
+        raise VendorError(status_class(fault.status), f"drill: injected HTTP {fault.status}", fault.status,
+                          fault.retry_after if fault.status == 429 else None)
+    if kind == "timeout":
+        raise VendorError(ErrorClass.TIMEOUT, "drill: injected timeout (no response headers)")
+    if kind == "hang":
+        wait = min(first_byte, max(0.0, deadline - time.perf_counter()))
+        await asyncio.sleep(wait)
+        raise VendorError(ErrorClass.TIMEOUT, f"drill: vendor hung, nothing within {wait:.1f}s")
+    if kind == "latency":
+        budget = min(first_byte, max(0.0, deadline - time.perf_counter()))
+        if fault.ms / 1000 >= budget:  # as slow as a vendor that misses first_byte: same verdict
+            await asyncio.sleep(budget)
+            raise timeout_error(deadline, f"drill: {fault.ms:g} ms of injected latency, nothing", first_byte, total)
+        await asyncio.sleep(fault.ms / 1000)

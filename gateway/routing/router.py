@@ -1,10 +1,11 @@
 """The failover contract (DESIGN.md), applied to one client request.
 
-`Router.complete` answers a non-streaming request with a whole completion or
-an error, never part of one. `Router.stream` holds the client's response
-headers until some target produces its first token, so every failure before
-that is invisible to the client; after it, a cut stream continues on a
-`prefill = true` target or ends with an in-band error event and no `[DONE]`.
+The router decides; it does not write. `complete` returns a whole answer or a
+`Failed`, never part of one. `open_stream` returns a `LiveStream` once some
+target produced its first token (every failure before that is invisible to the
+client), or a `Failed`; the door then relays `LiveStream.events()`, in which a
+cut after the first token continues on a `prefill = true` target or ends with
+an `Interrupted` event. Every attempt is recorded by `attempt.settle`.
 """
 
 from __future__ import annotations
@@ -13,176 +14,26 @@ import asyncio
 import logging
 import random
 import time
-from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
-import aiohttp
-import orjson
-
-from gateway.vendors.base import (ChatResult, ErrorClass, StreamDelta, VendorError, scrub, scrub_text,
-                                   status_class)
 from gateway.config import Config
-from gateway.routing.faults import Fault
+from gateway.routing.attempt import NET_ERRORS, net_error, settle
+from gateway.routing.call import Answer, Call, ClientError, Failed
+from gateway.routing.faults import Fault, apply_fault
+from gateway.routing.stream import OpenStream, StreamState
+from gateway.routing.verdicts import NO_VERDICT, SHUTDOWN, TOO_LARGE, TOTAL_TIMEOUT, timeout_error
 from gateway.runtime import Runtime, Target
-from gateway.vendors.sse import EventTooLarge, SSEParser
-from gateway.vendors.http import (ConnectFailed, ConnectionLost, InvalidHeader, Pool, ProtocolError, Response,
-                              ResponseTooLarge, UpstreamError)
-from store.records import AttemptRow, RequestRow
+from gateway.vendors.base import ChatResult, ErrorClass, StreamDelta, UpstreamRequest, VendorError, scrub, \
+    scrub_text
+from gateway.vendors.http import ConnectionLost, Pool, ProtocolError, Response, ResponseTooLarge
 
 log = logging.getLogger("patchbay")
 
-TOTAL_TIMEOUT = "total_timeout"   # VendorError.code when the client's whole budget ran out
-SHUTDOWN = "shutdown"             # VendorError.code when the gateway cut a stream to stop
-NO_VERDICT = (TOTAL_TIMEOUT, SHUTDOWN)   # codes that say nothing about the vendor: no health, no breaker
 FINISH_GRACE_S = 0.5   # after finish_reason, how long to wait for usage / [DONE]
-ERROR_BODY_LIMIT = 64 * 1024
+ERROR_BODY_LIMIT = 16 * 1024   # of a vendor's error answer: enough for any JSON error, bounded scrub cost
 
-
-class _ClientGone(Exception):
-    """The streaming client disconnected or stopped reading."""
-
-
-def _error_event(message: str, code: str) -> bytes:
-    """An in-band SSE error (the OpenAI SDKs raise APIError on it); never followed by [DONE]."""
-    return b"data: " + orjson.dumps({"error": {"message": message, "type": "server_error", "param": None,
-                                               "code": code}}) + b"\n\n"
-
-
-class ClientError(Exception):
-    """An error returned to the client as an OpenAI-style body."""
-
-    def __init__(self, status: int, message: str, etype: str = "invalid_request_error",
-                 code: str | None = None, param: str | None = None, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.message, self.etype, self.code, self.param = status, message, etype, code, param
-        self.headers = headers or {}
-
-    def body(self) -> bytes:
-        return orjson.dumps({"error": {"message": self.message, "type": self.etype,
-                                       "param": self.param, "code": self.code}})
-
-
-@dataclass(slots=True)
-class Call:
-    """One client request in flight."""
-
-    id: str
-    route: str
-    targets: list[Target]
-    fallback: str | None
-    body: dict[str, Any]
-    stream: bool
-    include_usage: bool = False
-    client_key_id: str | None = None
-    drill_id: str | None = None
-    t0: float = field(default_factory=time.perf_counter)
-    ts: float = field(default_factory=time.time)
-    attempts: list[AttemptRow] = field(default_factory=list)
-    waited_s: float = 0.0          # time spent waiting on vendors or backoff, not in Patchbay
-    failovers: int = 0
-    errors: list[str] = field(default_factory=list)
-    malformed: int = 0
-
-    def overhead_ms(self) -> float:
-        return round(max(0.0, (time.perf_counter() - self.t0 - self.waited_s) * 1000), 3)
-
-
-@dataclass(slots=True)
-class Answer:
-    target: Target
-    result: Any                    # ChatResult or OpenStream
-    cost: float | None = None      # of a whole (non-streaming) answer, computed once
-
-
-class OpenStream:
-    """A vendor stream that has produced its first token (or a clean empty end)."""
-
-    __slots__ = ("resp", "parser", "decoder", "target", "pending", "cut_after_first", "started", "error", "eof",
-                 "registry")
-
-    def __init__(self, resp: Response, target: Target, cut_after_first: bool, max_event_bytes: int,
-                 registry: set["OpenStream"]):
-        self.registry = registry      # the router's open streams, cut all at once on shutdown
-        registry.add(self)
-        self.resp = resp
-        self.parser = SSEParser(max_event_bytes)
-        self.decoder = target.adapter.stream_decoder()
-        self.target = target
-        self.pending: list[StreamDelta] = []
-        self.cut_after_first = cut_after_first
-        self.started = time.perf_counter()
-        self.error: VendorError | None = None
-        self.eof = False
-
-    async def read(self, timeout: float) -> list[StreamDelta] | None:
-        """Deltas from the next network read; None at end of body.
-
-        An in-band error event raises VendorError, but only after the deltas
-        that arrived before it in the same read have been returned.
-        """
-        if self.error is not None:
-            raise self.error
-        if self.eof:
-            return None
-        async with asyncio.timeout(timeout):
-            chunk = await self.resp.read_chunk()
-        try:
-            if not chunk:
-                self.eof = True
-                events = self.parser.flush()
-                if not events:
-                    return None
-            else:
-                events = self.parser.feed(chunk)
-        except EventTooLarge as e:
-            self.resp.close()
-            raise ProtocolError(str(e)) from None
-        out: list[StreamDelta] = []
-        feed = self.decoder.feed
-        for ev, data in events:
-            try:
-                out.extend(feed(ev, data))
-            except VendorError as e:
-                scrub(e, self.target.secrets)
-                if not out:
-                    raise
-                self.error = e
-                break
-        return out
-
-    async def drain(self) -> None:
-        """After the vendor's terminal event, read the end of the body so the connection is reused."""
-        if self.eof:
-            return
-        try:
-            async with asyncio.timeout(0.05):
-                while await self.resp.read_chunk():
-                    pass
-            self.eof = True
-        except (TimeoutError, UpstreamError):
-            pass  # close() drops the connection instead
-
-    def close(self) -> None:
-        self.resp.close()
-        self.registry.discard(self)
-
-
-def _net_error(exc: BaseException, before_headers: bool) -> VendorError:
-    if isinstance(exc, InvalidHeader):   # our request cannot be sent as configured: not the vendor's health
-        return VendorError(ErrorClass.MISCONFIGURED, str(exc))
-    if isinstance(exc, ConnectFailed):
-        return VendorError(ErrorClass.CONNECT, str(exc))
-    if isinstance(exc, ConnectionLost):
-        return VendorError(ErrorClass.RESET, str(exc))
-    if isinstance(exc, (ProtocolError, ResponseTooLarge)):
-        return VendorError(ErrorClass.PROTOCOL, str(exc))
-    what = "before response headers" if before_headers else "while reading the response"
-    name = type(exc).__name__
-    return VendorError(ErrorClass.RESET, f"connection lost {what} ({name})")
-
-
-# Vendor-side failures (the upstream client) and client-side ones (aiohttp writing to the client).
-_NET_ERRORS = (UpstreamError, aiohttp.ClientError, ConnectionError, OSError)
+R = TypeVar("R")
 
 
 def pool_for(cfg: Config, env: Any = None) -> Pool:
@@ -208,31 +59,50 @@ def _returned(err: VendorError) -> ClientError:
     return ClientError(status, err.message, "invalid_request_error", code)
 
 
+@dataclass(slots=True)
+class Continued:
+    """A stream event: from here on another target answers (a prefill continuation)."""
+
+    target: Target
+
+
+@dataclass(slots=True)
+class Interrupted:
+    """A stream event: the stream was cut and could not be continued; nothing follows."""
+
+    message: str
+
+
+StreamEvent = list[StreamDelta] | Continued | Interrupted
+
+
 class Router:
     def __init__(self, runtime: Runtime, upstream: Pool | None = None):
         self.rt = runtime
         self.cfg: Config = runtime.config
         self.upstream = upstream if upstream is not None else pool_for(self.cfg)
-        self.closing = False          # set by begin_shutdown(): streams end with an in-band event
+        self.closing = False          # set by begin_shutdown()
         self._streams: set[OpenStream] = set()
+        self._live: set[LiveStream] = set()
 
     def begin_shutdown(self) -> None:
-        """Stop relaying: every open stream is cut now and ends with the in-band `stream_interrupted`
-        event (a client must never see a cut that looks like a normal end), so a stop is not held up
-        by long generations."""
+        """Stop relaying: every stream, relaying or still waiting for its first token, is cut now (a relaying
+        one ends with the in-band `stream_interrupted` event, never a cut that looks like a normal end; one
+        before its first token gets a 503 its SDK retries), so long generations do not hold up a stop."""
         self.closing = True
+        for live in list(self._live):
+            live.interrupt()
         for st in list(self._streams):
             st.close()
 
-    # ------------------------------------------------------------------ walk
+    def _shutdown_error(self) -> VendorError:
+        return VendorError(ErrorClass.STREAM_CUT, "Patchbay is shutting down", code=SHUTDOWN)
 
-    async def _walk(self, call: Call,
-                    attempt: Callable[[Target, Fault | None, float], Awaitable[Any]]) -> Answer:
-        """Try targets in order under the contract; return the first answer.
+    # ------------------------------------------------------------------ the walk
 
-        Raises ClientError for errors that go back to the client as they are,
-        and VendorError (the last one) when every target failed.
-        """
+    async def _walk(self, call: Call, attempt: Callable[[Target, Fault | None, float], Awaitable[R]]
+                    ) -> tuple[Target, R] | Failed:
+        """Try targets in order under the contract; the first answer, or why there is none."""
         deadline = call.t0 + self.cfg.timeouts.total
         skipped: list[Target] = []
         last: VendorError | None = None
@@ -241,9 +111,7 @@ class Router:
         ctx_hit = False                  # some target said "context length exceeded"
         tried = 0
         for t in call.targets:
-            if t.disabled:
-                continue
-            if ctx_hit and not _may_fit(t.cfg.context_window, ctx_floor):
+            if t.disabled or (ctx_hit and not _may_fit(t.cfg.context_window, ctx_floor)):
                 continue
             if not t.breaker.allow(call):
                 skipped.append(t)
@@ -255,16 +123,16 @@ class Router:
             if failed_from is not None:
                 self._failover(call, failed_from, t, last)
             res = await self._on_target(call, t, attempt, deadline)
-            if isinstance(res, Answer):
-                return res
+            if not isinstance(res, VendorError):
+                return t, res
             last = res
             if last.cls is ErrorClass.CONTEXT_LENGTH:
                 ctx_hit = True
                 if t.cfg.context_window is not None:
                     ctx_floor = max(ctx_floor or 0, t.cfg.context_window)
             elif not last.cls.fails_over:
-                raise _returned(last)
-            if time.perf_counter() >= deadline:
+                return Failed(_returned(last), detail=last.message)
+            if last.code == SHUTDOWN or time.perf_counter() >= deadline:
                 break
             failed_from = t
         if tried == 0 and skipped:
@@ -272,25 +140,41 @@ class Router:
             t = min(skipped, key=lambda x: x.breaker.ready_at)
             t.breaker.force_trial(call)
             res = await self._on_target(call, t, attempt, deadline)
-            if isinstance(res, Answer):
-                return res
+            if not isinstance(res, VendorError):
+                return t, res
             last = res
             if not last.cls.fails_over:  # the client's own error: return it, as in the walk above
-                raise _returned(last)
+                return Failed(_returned(last), detail=last.message)
         if last is None:
             last = VendorError(ErrorClass.SERVER, "no target is available (all disabled)", 503)
         if ctx_hit and last.cls is ErrorClass.CONTEXT_LENGTH:
             # No remaining target has a larger context window: the client must shorten the prompt.
-            raise ClientError(400, last.message, "invalid_request_error", "context_length_exceeded", "messages")
-        raise last
+            ce = ClientError(400, last.message, "invalid_request_error", "context_length_exceeded", "messages")
+            return Failed(ce, last, detail=ce.message)
+        return self._all_failed(call, last)
 
-    async def _on_target(self, call: Call, t: Target,
-                         attempt: Callable[[Target, Fault | None, float], Awaitable[Any]],
-                         deadline: float) -> Answer | VendorError:
-        """Attempts on one target with retries; updates breaker and health."""
+    def _all_failed(self, call: Call, err: VendorError) -> Failed:
+        tried = "; ".join(call.errors[-6:]) or str(err)
+        if err.code == SHUTDOWN:
+            ce = ClientError(503, "Patchbay is shutting down; retry the request.", "service_unavailable",
+                             "shutting_down", headers={"connection": "close"})
+            return Failed(ce, err, detail=ce.message)
+        if err.code == TOTAL_TIMEOUT:
+            code = "timeout"
+        elif call.attempts and all(a.outcome == ErrorClass.THROTTLED.value for a in call.attempts):
+            code = "rate_limited"
+        else:
+            code = "all_targets_failed"
+        ce = ClientError(503, f"No target of {call.route!r} could answer: {tried}", "service_unavailable", code)
+        if call.fallback is not None:
+            return Failed(ce, err, call.fallback, detail=tried)
+        return Failed(ce, err, detail=ce.message)
+
+    async def _on_target(self, call: Call, t: Target, attempt: Callable[[Target, Fault | None, float], Awaitable[R]],
+                         deadline: float) -> R | VendorError:
+        """Attempts on one target with retries, each settled into the log, health and breaker."""
         retry = self.cfg.retry
         n_here = 0
-        err: VendorError | None = None
         while True:
             n_here += 1
             fault = t.active_fault()
@@ -298,6 +182,7 @@ class Router:
                 call.drill_id = fault.drill_id
             start = time.perf_counter()
             ts = time.time()
+            err: VendorError | None = None
             t.inflight += 1
             try:
                 result = await attempt(t, fault, deadline)
@@ -311,30 +196,18 @@ class Router:
                 err = VendorError(ErrorClass.PROTOCOL, f"internal error handling {t.id}'s answer ({type(e).__name__})")
             finally:
                 t.inflight -= 1
-            elapsed = time.perf_counter() - start
-            call.waited_s += elapsed
-            lat_ms = round(elapsed * 1000, 3)
+            lat_ms = round((time.perf_counter() - start) * 1000, 3)
             if err is None:
-                call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, ts, lat_ms, "ok", 200,
-                                                drill_id=call.drill_id))
-                self.rt.breaker_changed(t, t.breaker.success(call), "request succeeded")
-                cost = None
+                cost = None if call.stream else t.cost(result.usage)   # type: ignore[attr-defined]
+                # a stream's health is observed when it ends, over its whole length
+                settle(self.rt, t, None, lat_ms, owner=call, call=call, ts=ts, observe_ok=not call.stream,
+                       cost=cost)
                 if not call.stream:
-                    cost = t.cost(result.usage)
-                    t.health.observe(True, lat_ms, cost=cost or 0.0)
-                return Answer(t, result, cost)
-            call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, ts, lat_ms, err.cls.value,
-                                            err.status, err.message[:500], drill_id=call.drill_id))
-            call.errors.append(f"{t.id}: {err}")
-            if err.code in NO_VERDICT:
-                t.breaker.release(call)  # the client's budget ran out: no verdict on this target
-                return err
-            t.health.observe(False, lat_ms, str(err)[:300], err.cls, retry_after=err.retry_after)
-            if err.cls.counts_against_health:
-                self.rt.breaker_changed(t, t.breaker.failure(call), str(err)[:200])
-            else:
-                t.breaker.release(call)
-            if not err.cls.retryable or n_here >= retry.max_attempts_per_target:
+                    return Answer(t, result, cost)   # type: ignore[arg-type,return-value]
+                return result
+            settle(self.rt, t, err, lat_ms, owner=call, call=call, ts=ts)
+            if err.code in NO_VERDICT or not err.cls.retryable or err.code == TOO_LARGE \
+                    or n_here >= retry.max_attempts_per_target:
                 return err
             remaining = deadline - time.perf_counter()
             if err.cls is ErrorClass.THROTTLED and err.retry_after is not None:
@@ -352,7 +225,6 @@ class Router:
                 s = time.perf_counter()
                 await asyncio.sleep(delay)
                 call.waited_s += time.perf_counter() - s
-            err = None
 
     def _failover(self, call: Call, frm: Target, to: Target, why: VendorError | None) -> None:
         call.failovers += 1
@@ -360,50 +232,9 @@ class Router:
                      to=to.id, reason=str(why)[:300] if why else None,
                      **({"drill_id": call.drill_id} if call.drill_id else {}))
 
-    # ---------------------------------------------------------- attempts
+    # ------------------------------------------------------------------ one HTTP stack
 
-    async def _fault_gate(self, fault: Fault | None, deadline: float) -> None:
-        """Apply a drill's fault before the real call (or instead of it)."""
-        if fault is None:
-            return
-        kind = fault.kind
-        if kind == "error":
-            cls = status_class(fault.status)
-            raise VendorError(cls, f"drill: injected HTTP {fault.status}", fault.status,
-                              fault.retry_after if fault.status == 429 else None)
-        if kind == "timeout":
-            raise VendorError(ErrorClass.TIMEOUT, "drill: injected timeout (no response headers)")
-        if kind == "hang":
-            wait = min(self.cfg.timeouts.first_byte, max(0.0, deadline - time.perf_counter()))
-            await asyncio.sleep(wait)
-            raise VendorError(ErrorClass.TIMEOUT, f"drill: vendor hung, nothing within {wait:.1f}s")
-        if kind == "latency":
-            budget = min(self.cfg.timeouts.first_byte, max(0.0, deadline - time.perf_counter()))
-            if fault.ms / 1000 >= budget:  # as slow as a vendor that misses first_byte: same verdict
-                await asyncio.sleep(budget)
-                raise self._timeout_error(deadline, f"drill: {fault.ms:g} ms of injected latency, nothing")
-            await asyncio.sleep(fault.ms / 1000)
-
-    async def _send(self, t: Target, body: dict, stream: bool, deadline: float,
-                    prefill: str | None = None) -> tuple[Response, float]:
-        """Send one request; return the response with headers read, and the first-byte deadline."""
-        try:
-            req = t.adapter.chat_request(body, t.cfg.model, stream=stream, prefill=prefill)
-        except VendorError:
-            raise
-        except (ValueError, TypeError, KeyError) as e:
-            raise VendorError(ErrorClass.BAD_REQUEST, f"cannot translate request for {t.id}: {e}", 400) from None
-        fb_deadline = min(time.perf_counter() + self.cfg.timeouts.first_byte, deadline)
-        try:
-            async with asyncio.timeout(max(0.0, fb_deadline - time.perf_counter())):
-                resp = await self._request(t, req, stream)
-        except TimeoutError:
-            raise self._timeout_error(deadline, "no response headers") from None
-        except _NET_ERRORS as e:
-            raise _net_error(e, True) from None
-        return resp, fb_deadline
-
-    async def _request(self, t: Target, req: Any, stream: bool) -> Response:
+    async def request(self, t: Target, req: UpstreamRequest, stream: bool) -> Response:
         """The one way to a vendor: traffic, probes and drills all go through the same pool."""
         v = t.vendor
         if stream:
@@ -412,45 +243,66 @@ class Router:
         return await self.upstream.request(req.method, req.url, req.headers, req.body, proxy=v.proxy,
                                            ca_file=v.ca_file)
 
-    def _timeout_error(self, deadline: float, what: str) -> VendorError:
-        if time.perf_counter() >= deadline - 0.001:
-            return VendorError(ErrorClass.TIMEOUT, f"request exceeded total timeout of {self.cfg.timeouts.total:g}s",
-                               code=TOTAL_TIMEOUT)
-        return VendorError(ErrorClass.TIMEOUT, f"{what} within first_byte={self.cfg.timeouts.first_byte:g}s")
-
-    async def _error_from(self, t: Target, resp: Response) -> VendorError:
+    async def read_error(self, t: Target, resp: Response) -> VendorError:
+        """A vendor's non-200 answer as a classified error, its secrets scrubbed before anything is cut."""
         try:
             async with asyncio.timeout(self.cfg.timeouts.idle):
                 data = await resp.read(ERROR_BODY_LIMIT)
-        except (TimeoutError, *_NET_ERRORS):
+        except (TimeoutError, *NET_ERRORS):
             data = b""
         finally:
             resp.release()
-        if t.secrets:   # before the adapter cuts anything: a cut must not leave a piece of a key
+        if t.secret_bytes:
             data = scrub_text(data, t.secret_bytes)
         return scrub(t.adapter.classify_error(resp.status, resp.headers, data), t.secrets)
 
-    async def _attempt_chat(self, call: Call, t: Target, fault: Fault | None, deadline: float) -> ChatResult:
-        if fault is not None:
-            await self._fault_gate(fault, deadline)
+    async def fault_gate(self, fault: Fault | None, deadline: float) -> float:
+        """Apply a drill's fault before the real call; returns the seconds it made us wait."""
+        if fault is None:
+            return 0.0
+        s = time.perf_counter()
         try:
-            req = t.adapter.chat_request(call.body, t.cfg.model, stream=False)
+            await apply_fault(fault, deadline, self.cfg.timeouts.first_byte, self.cfg.timeouts.total)
+        finally:
+            waited = time.perf_counter() - s
+        return waited
+
+    def _timeout_error(self, deadline: float, what: str) -> VendorError:
+        return timeout_error(deadline, what, self.cfg.timeouts.first_byte, self.cfg.timeouts.total)
+
+    def _translate(self, call: Call, t: Target, stream: bool, prefill: str | None = None) -> UpstreamRequest:
+        try:
+            return t.adapter.chat_request(call.body, t.cfg.model, stream=stream, prefill=prefill)
         except VendorError:
             raise
         except (ValueError, TypeError, KeyError) as e:
             raise VendorError(ErrorClass.BAD_REQUEST, f"cannot translate request for {t.id}: {e}", 400) from None
+
+    # ------------------------------------------------------------------ non-stream
+
+    async def complete(self, call: Call) -> Answer | Failed:
+        """A whole answer, or why there is none (never part of one)."""
+        res = await self._walk(call, lambda t, f, d: self._attempt_chat(call, t, f, d))
+        return res if isinstance(res, Failed) else res[1]
+
+    async def _attempt_chat(self, call: Call, t: Target, fault: Fault | None, deadline: float) -> ChatResult:
+        call.waited_s += await self.fault_gate(fault, deadline)
+        req = self._translate(call, t, False)
         timeouts = self.cfg.timeouts
         remaining = deadline - time.perf_counter()
         resp = None
-        # One timer for the hot path: first_byte until headers, then idle for the body.
+        waited = time.perf_counter()
+        # One timer for the hot path: first_byte until headers, then idle for each silence of the body.
         try:
             async with asyncio.timeout(max(0.0, min(timeouts.first_byte, remaining))) as timer:
                 try:
-                    resp = await self._request(t, req, False)
-                except _NET_ERRORS as e:
-                    raise _net_error(e, True) from None
+                    resp = await self.request(t, req, False)
+                except NET_ERRORS as e:
+                    raise net_error(e, True) from None
                 if resp.status != 200:
-                    raise await self._error_from(t, resp)
+                    call.waited_s += time.perf_counter() - waited
+                    waited = time.perf_counter()
+                    raise await self.read_error(t, resp)
                 loop = asyncio.get_running_loop()
                 parts: list[bytes] = []
                 try:
@@ -461,9 +313,9 @@ class Router:
                             break
                         parts.append(chunk)
                     data = b"".join(parts)
-                except _NET_ERRORS as e:
+                except NET_ERRORS as e:
                     resp.close()
-                    raise _net_error(e, False) from None
+                    raise net_error(e, False) from None
                 except BaseException:
                     resp.close()
                     raise
@@ -473,6 +325,8 @@ class Router:
             if time.perf_counter() >= deadline - 0.001:   # a trickling body used up the client's budget
                 raise self._timeout_error(deadline, "response body") from None
             raise VendorError(ErrorClass.TIMEOUT, f"response body stalled for idle={timeouts.idle:g}s") from None
+        finally:
+            call.waited_s += time.perf_counter() - waited
         if fault is not None and fault.kind == "stream_cut":
             raise VendorError(ErrorClass.RESET, "drill: connection dropped after headers")
         try:
@@ -480,13 +334,40 @@ class Router:
         except VendorError as e:
             raise scrub(e, t.secrets) from None
 
-    async def _open_stream(self, call: Call, t: Target, fault: Fault | None, deadline: float,
-                           prefill: str | None = None) -> OpenStream:
+    # ------------------------------------------------------------------ stream
+
+    async def open_stream(self, call: Call) -> LiveStream | Failed:
+        """Walk the targets until one produces its first token; the client has seen nothing before."""
+        res = await self._walk(call, lambda t, f, d: self._open(call, t, f, d))
+        if isinstance(res, Failed):
+            return res
+        t, st = res
+        call.waited_s += st.waited_s
+        return LiveStream(self, call, t, st)
+
+    async def _open(self, call: Call, t: Target, fault: Fault | None, deadline: float,
+                    prefill: str | None = None) -> OpenStream:
         """Connect and read until the first token; every failure here is before the client saw anything."""
-        await self._fault_gate(fault, deadline)
-        resp, fb_deadline = await self._send(t, call.body, True, deadline, prefill)
+        if self.closing:
+            raise self._shutdown_error()
+        call.waited_s += await self.fault_gate(fault, deadline)
+        req = self._translate(call, t, True, prefill)
+        fb_deadline = min(time.perf_counter() + self.cfg.timeouts.first_byte, deadline)
+        s = time.perf_counter()
+        try:
+            async with asyncio.timeout(max(0.0, fb_deadline - time.perf_counter())):
+                resp = await self.request(t, req, True)
+        except TimeoutError:
+            raise self._timeout_error(deadline, "no response headers") from None
+        except NET_ERRORS as e:
+            raise net_error(e, True) from None
+        finally:
+            call.waited_s += time.perf_counter() - s
+        if self.closing:
+            resp.close()
+            raise self._shutdown_error()
         if resp.status != 200:
-            raise await self._error_from(t, resp)
+            raise await self.read_error(t, resp)
         st = OpenStream(resp, t, fault is not None and fault.kind == "stream_cut", self.cfg.upstream.max_event_bytes,
                         self._streams)
         try:
@@ -497,8 +378,11 @@ class Router:
                     raise self._timeout_error(deadline, "no first token") from None
                 except (ProtocolError, ResponseTooLarge) as e:
                     raise VendorError(ErrorClass.PROTOCOL, f"before the first token: {e}") from None
-                except _NET_ERRORS as e:
-                    raise VendorError(ErrorClass.RESET, f"stream lost before the first token ({type(e).__name__})") from None
+                except NET_ERRORS as e:
+                    if self.closing:
+                        raise self._shutdown_error() from None
+                    raise VendorError(ErrorClass.RESET, f"stream lost before the first token ({type(e).__name__})") \
+                        from None
                 if deltas is None:
                     if st.decoder.done or any(d.finish_reason for d in st.pending):
                         return st
@@ -508,297 +392,186 @@ class Router:
                     return st
         except BaseException:
             call.malformed += st.decoder.malformed
+            call.waited_s += st.waited_s
             st.close()
             raise
 
-    # ------------------------------------------------------------ results
 
-    def _final_error(self, call: Call, err: VendorError) -> ClientError:
-        tried = "; ".join(call.errors[-6:]) or str(err)
-        if err.code == TOTAL_TIMEOUT:
-            code = "timeout"
-        elif all(a.outcome == ErrorClass.THROTTLED.value for a in call.attempts) and call.attempts:
-            code = "rate_limited"
-        else:
-            code = "all_targets_failed"
-        return ClientError(503, f"No target of {call.route!r} could answer: {tried}", "service_unavailable",
-                           code)
+class LiveStream:
+    """A stream a client is receiving: the router's side of relaying it, continuations included.
 
-    def _record(self, call: Call, outcome: str, status: int, target: Target | None = None,
-                usage: dict | None = None, cost: float | None = None, ttft_ms: float | None = None,
-                err_cls: str | None = None, err_msg: str | None = None, overhead_ms: float | None = None,
-                answer: str | bytes | None = None) -> None:
-        store = self.rt.store
-        row = RequestRow(
-            id=call.id, ts=call.ts, route=call.route, stream=call.stream, outcome=outcome, http_status=status,
-            client_key_id=call.client_key_id, final_target=target.id if target else None,
-            model=target.cfg.model if target else None, attempts=len(call.attempts), failovers=call.failovers,
-            latency_ms=round((time.perf_counter() - call.t0) * 1000, 3), ttft_ms=ttft_ms,
-            overhead_ms=overhead_ms if overhead_ms is not None else call.overhead_ms(),
-            prompt_tokens=(usage or {}).get("prompt_tokens"), completion_tokens=(usage or {}).get("completion_tokens"),
-            cost=cost, error_class=err_cls, error_message=err_msg[:1000] if err_msg else None, drill_id=call.drill_id,
-        )
-        if self.cfg.store.log_bodies:
-            try:
-                row.request_body = orjson.dumps(call.body).decode()
-            except TypeError:  # nested deeper than orjson writes: the client's 400 must not become a 500
-                row.request_body = None
-            if answer is not None:
-                row.response_body = answer.decode() if isinstance(answer, bytes) else answer
-        store.put(row)
-        for a in call.attempts:
-            store.put(a)
-        if row.drill_id is not None:
-            for listener in self.rt.drill_request_listeners:
-                listener(row)
-        if call.malformed:
-            self.rt.malformed_events += call.malformed
+    `events()` yields batches of deltas, `Continued` when another target takes
+    over, and `Interrupted` (last) when a cut could not be continued. Afterwards
+    `outcome` is "ok" or "cut", `target` the target that answered last.
+    """
 
-    def _headers(self, call: Call, target: str, overhead_ms: float) -> dict[str, str]:
-        return {"x-request-id": call.id, "x-patchbay-target": target,
-                "x-patchbay-attempts": str(len(call.attempts)), "x-patchbay-overhead-ms": f"{overhead_ms:.3f}"}
+    def __init__(self, router: Router, call: Call, target: Target, st: OpenStream):
+        self.router = router
+        self.call = call
+        self.target = target
+        self.st = st
+        self.started = st.started
+        self.state = StreamState()
+        self.outcome = "ok"
+        self.error: str | None = None
+        self._opening: asyncio.Task | None = None
+        router._live.add(self)
 
-    # ---------------------------------------------------------- non-stream
+    def interrupt(self) -> None:
+        """Shutdown: cut the vendor stream and any continuation being opened; events() ends in-band."""
+        self.st.close()
+        if self._opening is not None:
+            self._opening.cancel()
 
-    async def complete(self, call: Call) -> tuple[int, dict[str, str], bytes]:
-        """Whole answer or an error: (status, headers, body)."""
-        try:
-            ans = await self._walk(call, lambda t, f, d: self._attempt_chat(call, t, f, d))
-        except ClientError as ce:
-            return self._client_error(call, ce)
-        except VendorError as ve:
-            if call.fallback is not None:
-                return self._fallback_json(call, ve)
-            return self._client_error(call, self._final_error(call, ve), ve)
-        t, res = ans.target, ans.result
-        usage = _with_total(res.usage) if res.usage is not None else None
-        msg = res.message
-        if "content" not in msg:
-            msg = {**msg, "content": None}
-        if "refusal" not in msg:
-            msg = {**msg, "refusal": None}
-        choices = [{"index": 0, "message": msg, "logprobs": None, "finish_reason": res.finish_reason or "stop"}]
-        choices.extend(res.extra_choices)
-        out = {"id": f"chatcmpl-{call.id}", "object": "chat.completion", "created": int(call.ts),
-               "model": t.cfg.model, "choices": choices, "usage": usage}
-        cost = ans.cost
-        overhead = call.overhead_ms()
-        body = orjson.dumps(out)
-        self._record(call, "ok", 200, t, usage, cost, overhead_ms=overhead, answer=body)
-        return 200, self._headers(call, t.id, overhead), body
+    def close(self) -> None:
+        """The client is gone (or the door is done): drop the vendor connection."""
+        self.st.close()
+        if self._opening is not None:
+            self._opening.cancel()
+        self.router._live.discard(self)
 
-    def _client_error(self, call: Call, ce: ClientError, ve: VendorError | None = None) -> tuple[int, dict, bytes]:
-        overhead = call.overhead_ms()
-        outcome = "error" if ce.status >= 500 else "client_error"
-        self._record(call, outcome, ce.status, None, err_cls=(ve.cls.value if ve else ce.code), err_msg=ce.message,
-                     overhead_ms=overhead)
-        last = call.attempts[-1].target if call.attempts else "none"
-        return ce.status, {**self._headers(call, last, overhead), **ce.headers}, ce.body()
-
-    def _fallback_json(self, call: Call, ve: VendorError) -> tuple[int, dict, bytes]:
-        out = {"id": f"chatcmpl-{call.id}", "object": "chat.completion", "created": int(call.ts),
-               "model": "patchbay-fallback",
-               "choices": [{"index": 0, "message": {"role": "assistant", "content": call.fallback, "refusal": None},
-                            "logprobs": None, "finish_reason": "stop"}],
-               "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}}
-        overhead = call.overhead_ms()
-        self._record(call, "fallback", 200, None, err_cls=ve.cls.value, err_msg="; ".join(call.errors[-6:]),
-                     overhead_ms=overhead)
-        headers = {**self._headers(call, "fallback", overhead), "x-patchbay-fallback": "static"}
-        return 200, headers, orjson.dumps(out)
-
-    # -------------------------------------------------------------- stream
-
-    async def stream(self, call: Call, request: Any) -> Any:
-        """Stream to the client; returns the aiohttp response (already written) or a plain error."""
-        from aiohttp import web
-
-        try:
-            ans = await self._walk(call, lambda t, f, d: self._open_stream(call, t, f, d))
-        except ClientError as ce:
-            status, headers, body = self._client_error(call, ce)
-            return web.Response(status=status, headers=headers, body=body, content_type="application/json")
-        except VendorError as ve:
-            if call.fallback is None:
-                status, headers, body = self._client_error(call, self._final_error(call, ve), ve)
-                return web.Response(status=status, headers=headers, body=body, content_type="application/json")
-            return await self._stream_fallback(call, request, ve)
-        t: Target = ans.target
-        st: OpenStream = ans.result
-        ttft_ms = round((time.perf_counter() - call.t0) * 1000, 3)
-        overhead = call.overhead_ms()
-        resp = web.StreamResponse(status=200, headers={
-            **self._headers(call, t.id, overhead), "content-type": "text/event-stream; charset=utf-8",
-            "cache-control": "no-cache"})
-        out = _ChunkWriter(call, t.cfg.model)
-        try:
-            await resp.prepare(request)
-        except _NET_ERRORS:
-            st.close()
-            self._record(call, "client_gone", 499, t, ttft_ms=ttft_ms, overhead_ms=overhead)
-            return resp
-        deadline = call.t0 + self.cfg.timeouts.total
-        outcome, err_cls, err_msg, final = "ok", None, None, t
+    async def events(self) -> AsyncIterator[StreamEvent]:
+        deadline = self.call.t0 + self.router.cfg.timeouts.total
         try:
             try:
-                await self._pump(call, st, resp, out, deadline)
+                async for batch in self._pump(self.st, deadline):
+                    yield batch
             except VendorError as cut:
-                st.close()
-                final, ok = await self._continue(call, t, cut, resp, out, deadline)
-                if not ok:
-                    outcome, err_cls, err_msg = "cut", ErrorClass.STREAM_CUT.value, str(cut)
-                    await self._write(resp, _error_event(
-                        f"The stream from {t.id} was interrupted and could not be continued: {cut.message}",
-                        "stream_interrupted"))
-            if outcome == "ok":
-                if call.include_usage:
-                    await self._write(resp, out.usage_chunk())
-                await self._write(resp, b"data: [DONE]\n\n")
-            await resp.write_eof()
-        except (_ClientGone, *_NET_ERRORS):
-            outcome, err_cls, err_msg = "client_gone", "client_gone", "client disconnected or stopped reading"
-        except asyncio.CancelledError:
-            st.close()
-            self._record(call, "client_gone", 499, final, out.total_usage(), None, ttft_ms, "client_gone",
-                         "client disconnected mid-stream", overhead)
-            raise
-        except Exception as e:  # headers are out: the only honest ending left is an in-band error
-            log.exception("unexpected error while streaming from %s", final.id)
-            outcome, err_cls, err_msg = "error", "internal_error", f"internal error mid-stream ({type(e).__name__})"
-            try:
-                await self._write(resp, _error_event("Patchbay hit an internal error mid-stream.", "internal_error"))
-                await resp.write_eof()
-            except Exception:  # noqa: BLE001 - the client may be gone as well
-                pass
+                self.st.close()
+                cut_from = self.target
+                async for ev in self._continue(cut, deadline):
+                    yield ev
+                if self.outcome == "cut":
+                    yield Interrupted(f"The stream from {cut_from.id} was interrupted and could not be continued: "
+                                      f"{cut.message}")
+            if self.outcome == "ok":
+                lat = (time.perf_counter() - self.started) * 1000
+                self.target.health.observe(True, lat, cost=self.state.total_cost() or 0.0)
         finally:
-            st.close()
-        cost = out.total_cost()
-        if outcome == "ok":
-            final.health.observe(True, (time.perf_counter() - st.started) * 1000, cost=cost or 0.0)
-        self._record(call, outcome, 200, final, out.total_usage(), cost, ttft_ms, err_cls, err_msg, overhead,
-                     out.text)
-        return resp
+            self.call.malformed += self.state.malformed
+            self.close()
 
-    async def _write(self, resp: Any, data: bytes) -> None:
-        """Write to a streaming client; one that stops reading must not hold the vendor connection forever."""
-        try:
-            async with asyncio.timeout(self.cfg.timeouts.idle):
-                await resp.write(data)
-        except TimeoutError:
-            raise _ClientGone(f"client read nothing for {self.cfg.timeouts.idle:g}s") from None
-
-    async def _pump(self, call: Call, st: OpenStream, resp: Any, out: "_ChunkWriter", deadline: float) -> None:
-        """Forward deltas until the vendor ends; raise VendorError(STREAM_CUT) on a cut, stall or error.
+    async def _pump(self, st: OpenStream, deadline: float) -> AsyncIterator[list[StreamDelta]]:
+        """Deltas until the vendor ends; raise VendorError(STREAM_CUT) on a cut, stall or error.
 
         Anything that goes wrong after the finish reason arrived ends the stream normally: the
         answer is complete, so it is neither charged to the vendor nor continued elsewhere.
         """
-        idle = self.cfg.timeouts.idle
+        router = self.router
+        state = self.state
+        idle = router.cfg.timeouts.idle
         try:
             while True:
                 if st.pending:
                     pending, st.pending = st.pending, []
-                    await self._write(resp, out.chunks(pending, st.target))
-                    if st.cut_after_first and out.text:
+                    yield state.absorb(pending, st.target)
+                    if st.cut_after_first and state.text:
                         raise VendorError(ErrorClass.STREAM_CUT, "drill: stream cut after the first token")
-                if self.closing and not out.finished:
-                    raise self._shutdown_cut()
+                if router.closing and not state.finished:
+                    raise router._shutdown_error()
                 if st.decoder.done:
                     await st.drain()
                     return
                 remaining = deadline - time.perf_counter()
                 if remaining <= 0:
-                    if out.finished:
+                    if state.finished:
                         return
                     raise self._total_cut()
-                wait = FINISH_GRACE_S if out.finished else idle
+                wait = FINISH_GRACE_S if state.finished else idle
                 try:
                     deltas = await st.read(min(wait, remaining))
                 except TimeoutError:
-                    if out.finished:
+                    if state.finished:
                         return  # complete but no [DONE]: finish promptly
                     if remaining <= wait:
                         raise self._total_cut() from None
                     raise VendorError(ErrorClass.STREAM_CUT, f"stream stalled for {wait:g}s") from None
                 except VendorError as e:
-                    if out.finished:
+                    if state.finished:
                         return
                     raise VendorError(ErrorClass.STREAM_CUT, f"vendor error event mid-stream: {e.message}",
                                       e.status, None, e.code) from None
                 except ProtocolError as e:
-                    if out.finished:
+                    if state.finished:
                         return
                     raise VendorError(ErrorClass.STREAM_CUT, f"vendor broke the stream: {e}") from None
                 except (ConnectionLost, ConnectionResetError) as e:
-                    if out.finished:
+                    if state.finished:
                         return
-                    if self.closing:
-                        raise self._shutdown_cut() from None
+                    if router.closing:
+                        raise router._shutdown_error() from None
                     raise VendorError(ErrorClass.STREAM_CUT, f"stream cut by the vendor ({type(e).__name__})") from None
                 if deltas is None:
-                    if out.finished:
+                    if state.finished:
                         return
                     raise VendorError(ErrorClass.STREAM_CUT, "stream ended without a finish reason")
                 st.pending = deltas
         finally:
-            call.malformed += st.decoder.malformed + out.take_malformed()
+            self.call.malformed += st.decoder.malformed
             st.decoder.malformed = 0
 
-    def _shutdown_cut(self) -> VendorError:
-        return VendorError(ErrorClass.STREAM_CUT, "Patchbay is shutting down", code=SHUTDOWN)
-
     def _total_cut(self) -> VendorError:
-        return VendorError(ErrorClass.STREAM_CUT, f"stream exceeded the total timeout of {self.cfg.timeouts.total:g}s",
+        return VendorError(ErrorClass.STREAM_CUT,
+                           f"stream exceeded the total timeout of {self.router.cfg.timeouts.total:g}s",
                            code=TOTAL_TIMEOUT)
 
-    async def _continue(self, call: Call, failed: Target, cut: VendorError, resp: Any,
-                        out: "_ChunkWriter", deadline: float) -> tuple[Target, bool]:
+    async def _continue(self, cut: VendorError, deadline: float) -> AsyncIterator[StreamEvent]:
         """Mid-stream rule: continue on a prefill target with the partial answer, else give up."""
-        lat = round((time.perf_counter() - out.started) * 1000, 3)
-        call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, failed.id, time.time(), lat,
-                                        ErrorClass.STREAM_CUT.value, 200, cut.message[:500], drill_id=call.drill_id))
-        call.errors.append(f"{failed.id}: {cut}")
-        if cut.code in NO_VERDICT:
-            failed.breaker.release(call)   # the client's budget ran out, or we are stopping: not the vendor
-            return failed, False           # and there is no time (or no gateway) left to continue anywhere
-        failed.health.observe(False, lat, str(cut)[:300], ErrorClass.STREAM_CUT)
-        self.rt.breaker_changed(failed, failed.breaker.failure(call), str(cut)[:200])
-        if out.tool_calls_seen:
-            return failed, False  # a half-sent tool call cannot be continued faithfully
+        router, call, failed = self.router, self.call, self.target
+        lat = round((time.perf_counter() - self.st.started) * 1000, 3)
+        settle(router.rt, failed, cut, lat, owner=call, call=call, ts=time.time() - lat / 1000, status=200)
+        self.outcome, self.error = "cut", str(cut)
+        if cut.code in NO_VERDICT or self.state.tool_calls_seen:
+            return  # no time (or no gateway) left; a half-sent tool call cannot be continued faithfully
+        try:
+            async for ev in self._continue_on_prefill_targets(cut, deadline):
+                yield ev
+        finally:
+            if self.outcome != "ok":
+                self.target = failed   # a cut that could not be continued is the first target's
+
+    async def _continue_on_prefill_targets(self, cut: VendorError, deadline: float) -> AsyncIterator[StreamEvent]:
+        router, call, failed = self.router, self.call, self.target
         prev = failed
         for t in call.targets:
             if t is failed or not t.cfg.prefill or t.disabled:
                 continue
-            if deadline - time.perf_counter() <= 0 or not t.breaker.allow(call):
+            if router.closing or deadline - time.perf_counter() <= 0 or not t.breaker.allow(call):
                 continue
-            self._failover(call, prev, t, cut)
+            router._failover(call, prev, t, cut)
             start = time.perf_counter()
+            ts = time.time()
             st: OpenStream | None = None
             fault = t.active_fault()
             if fault is not None and call.drill_id is None:
                 call.drill_id = fault.drill_id
             t.inflight += 1
             try:
-                st = await self._open_stream(call, t, fault, deadline, prefill=out.text)
+                self._opening = asyncio.ensure_future(router._open(call, t, fault, deadline, prefill=self.state.text))
+                try:
+                    st = await self._opening
+                except asyncio.CancelledError:
+                    if not router.closing:
+                        raise
+                    raise router._shutdown_error() from None
+                finally:
+                    self._opening = None
                 for d in st.pending:  # the continuation's role delta is not news to the client
                     if d.delta and "role" in d.delta:
                         d.delta = {k: v for k, v in d.delta.items() if k != "role"}
-                out.continuation_from(t)
-                await self._pump(call, st, resp, out, deadline)
+                self.st, self.target = st, t
+                yield Continued(t)
+                async for batch in self._pump(st, deadline):
+                    yield batch
             except VendorError as e:
                 lat = round((time.perf_counter() - start) * 1000, 3)
-                outcome = e.cls.value if st is None else ErrorClass.STREAM_CUT.value
-                call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, time.time(), lat, outcome,
-                                                e.status if st is None else 200, e.message[:500], True,
-                                                call.drill_id))
-                call.errors.append(f"{t.id}: {e}")
-                if e.code in NO_VERDICT or not (e.cls.counts_against_health or st is not None):
-                    t.breaker.release(call)
-                else:
-                    t.health.observe(False, lat, str(e)[:300], e.cls)
-                    self.rt.breaker_changed(t, t.breaker.failure(call), str(e)[:200])
+                opened = st is not None
+                if opened:   # cut after it started relaying: a stream cut, whatever the cause
+                    e = VendorError(ErrorClass.STREAM_CUT, e.message, e.status, None, e.code)
+                settle(router.rt, t, e, lat, owner=call, call=call, ts=ts, status=200 if opened else None,
+                       continuation=True)
                 if e.code in NO_VERDICT:
-                    return t, False
+                    return
                 prev = t
                 continue
             except BaseException:
@@ -809,118 +582,7 @@ class Router:
                 if st is not None:
                     st.close()
             lat = round((time.perf_counter() - start) * 1000, 3)
-            call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, time.time(), lat, "ok", 200,
-                                            None, True, call.drill_id))
-            self.rt.breaker_changed(t, t.breaker.success(call), "continuation succeeded")
-            return t, True
-        return failed, False
-
-    async def _stream_fallback(self, call: Call, request: Any, ve: VendorError) -> Any:
-        from aiohttp import web
-
-        overhead = call.overhead_ms()
-        resp = web.StreamResponse(status=200, headers={
-            **self._headers(call, "fallback", overhead), "x-patchbay-fallback": "static",
-            "content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache"})
-        out = _ChunkWriter(call, "patchbay-fallback")
-        try:
-            await resp.prepare(request)
-            await resp.write(out.chunks([StreamDelta({"role": "assistant", "content": call.fallback}),
-                                         StreamDelta({}, "stop")], None))
-            if call.include_usage:
-                out.usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
-                await resp.write(out.usage_chunk())
-            await resp.write(b"data: [DONE]\n\n")
-            await resp.write_eof()
-        except _NET_ERRORS:
-            pass
-        self._record(call, "fallback", 200, None, err_cls=ve.cls.value, err_msg="; ".join(call.errors[-6:]),
-                     overhead_ms=overhead)
-        return resp
-
-
-class _ChunkWriter:
-    """Builds OpenAI `chat.completion.chunk` bytes with one id and created for the whole stream."""
-
-    __slots__ = ("prefix", "call", "text", "finished", "usage", "usage_by_target",
-                 "tool_calls_seen", "started", "_role_sent", "_malformed")
-
-    def __init__(self, call: Call, model: str):
-        self.call = call
-        self._set_prefix(model)
-        self.text = ""
-        self.finished = False
-        self.usage: dict | None = None
-        self.usage_by_target: list[tuple[Target, dict]] = []
-        self.tool_calls_seen = False
-        self.started = time.perf_counter()
-        self._role_sent = False
-        self._malformed = 0
-
-    def _set_prefix(self, model: str) -> None:
-        self.prefix = (b'data: {"id":"chatcmpl-' + self.call.id.encode() + b'","object":"chat.completion.chunk",'
-                       b'"created":' + str(int(self.call.ts)).encode() + b',"model":' + orjson.dumps(model)
-                       + b",")
-
-    def continuation_from(self, t: Target) -> None:
-        """Chunks after a continuation carry the model that now answers."""
-        self._set_prefix(t.cfg.model)
-        self.started = time.perf_counter()
-
-    def chunks(self, deltas: list[StreamDelta], target: Target | None) -> bytes:
-        parts = []
-        for d in deltas:
-            if d.usage is not None:
-                self.usage = _with_total(d.usage)
-                if target is not None:
-                    self.usage_by_target.append((target, self.usage))
-                if d.delta is None and d.finish_reason is None:
-                    continue
-            delta = d.delta or {}
-            if delta:
-                c = delta.get("content")
-                if c is not None and not isinstance(c, str):
-                    self._malformed += 1  # one malformed event: skipped and counted
-                    continue
-                if c:
-                    self.text += c
-                if delta.get("tool_calls"):
-                    self.tool_calls_seen = True
-                if not self._role_sent:
-                    if "role" not in delta:
-                        delta = {"role": "assistant", **delta}
-                    self._role_sent = True
-            elif not self._role_sent:
-                delta = {"role": "assistant", "content": ""}
-                self._role_sent = True
-            if d.finish_reason:
-                self.finished = True
-            fr = orjson.dumps(d.finish_reason) if d.finish_reason else b"null"
-            parts.append(self.prefix + b'"choices":[{"index":0,"delta":' + orjson.dumps(delta)
-                         + b',"logprobs":null,"finish_reason":' + fr + b"}]}\n\n")
-        return b"".join(parts)
-
-    def take_malformed(self) -> int:
-        n, self._malformed = self._malformed, 0
-        return n
-
-    def total_usage(self) -> dict | None:
-        """Tokens of every attempt that streamed to this client (after a continuation, both)."""
-        if len(self.usage_by_target) < 2:
-            return self.usage
-        pt = sum(u.get("prompt_tokens") or 0 for _, u in self.usage_by_target)
-        ct = sum(u.get("completion_tokens") or 0 for _, u in self.usage_by_target)
-        return {"prompt_tokens": pt, "completion_tokens": ct, "total_tokens": pt + ct}
-
-    def total_cost(self) -> float | None:
-        costs = [c for c in (t.cost(u) for t, u in self.usage_by_target) if c is not None]
-        return sum(costs) if costs else None
-
-    def usage_chunk(self) -> bytes:
-        return self.prefix + b'"choices":[],"usage":' + orjson.dumps(self.total_usage()) + b"}\n\n"
-
-
-def _with_total(u: dict) -> dict:
-    if "total_tokens" in u:
-        return u
-    return {**u, "total_tokens": (u.get("prompt_tokens") or 0) + (u.get("completion_tokens") or 0)}
+            settle(router.rt, t, None, lat, owner=call, call=call, ts=ts, continuation=True, observe_ok=False,
+                   why="continuation succeeded")
+            self.outcome, self.error = "ok", None
+            return
