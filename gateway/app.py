@@ -66,7 +66,7 @@ class Gateway:
     async def start(self) -> None:
         if self.store is None:
             self.store = open_store(self.config)
-        self.runtime = Runtime(self.config, self.store)
+        self.runtime = Runtime(self.config, self.store, env=self.env)
         # One HTTP client for everything that leaves the gateway: traffic, probes, drills.
         self.upstream = pool_for(self.config, self.env)
         self.router = Router(self.runtime, self.upstream)
@@ -110,7 +110,9 @@ class Gateway:
         host, port = split_hostport(hostport)
         # keepalive_timeout also bounds how long a connection may take to send a request's headers
         # (aiohttp arms it when the connection opens), which is the slowloris guard.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0,
+        # aiohttp waits shutdown_timeout for handlers, then cancels and may wait as long again: 2.5 s keeps a
+        # stop within the documented 5 s (streams are cut at once by Router.begin_shutdown).
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.5,
                                keepalive_timeout=self.config.server.keepalive_timeout)
         await runner.setup()
         # a deep accept queue: a burst of thousands of new streams must not overflow it
@@ -121,8 +123,9 @@ class Gateway:
         return sock.getsockname()[1]
 
     async def stop(self) -> None:
-        """Within about 5 s: open streams end at once with the in-band `stream_interrupted` event,
-        other in-flight requests get up to 5 s, both listeners shut down together, the log is flushed."""
+        """Within about 5 s: open streams end at once with the in-band `stream_interrupted` event (those still
+        waiting for a first token get a 503 `shutting_down`), other in-flight requests get 2.5 s to finish,
+        both listeners shut down together, the log is flushed."""
         if self.router is not None:
             self.router.begin_shutdown()
         for extra in reversed(self.extras):

@@ -391,3 +391,99 @@ async def test_stop_with_streams_in_flight_ends_each_with_the_in_band_event(gate
     assert took < 5.0   # documented bound; streams no longer hold the stop for the 5 s grace
     assert [r.outcome for r in recorder.requests] == ["cut"] * 3
     assert gw.runtime is not None and gw.runtime.targets["openai/gpt-4.1"].breaker.failures == 0
+
+
+# Found in review: the states a stop must also cut (before the first token; a continuation being opened).
+
+SSE_HEAD = (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+
+
+def _c(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def two_relays(cfg: dict, a: ScriptedVendor, b: ScriptedVendor) -> dict:
+    cfg["vendors"]["a"] = {"kind": "openai", "base_url": a.url + "/v1"}
+    cfg["vendors"]["b"] = {"kind": "openai", "base_url": b.url + "/v1"}
+    cfg["routes"] = [{"name": "r", "targets": [{"vendor": "a", "model": "m"},
+                                               {"vendor": "b", "model": "m", "prefill": True}]}]
+    cfg["timeouts"].update(first_byte=10, idle=10, total=60)
+    return cfg
+
+
+def one_token_then_cut(req):
+    async def send(w):
+        w.write(SSE_HEAD + _c(chunk({"role": "assistant", "content": "Hel"})))
+        await w.drain()
+        await asyncio.sleep(0.3)
+        w.transport.abort()           # cut after a token: the router continues on b (prefill)
+    return send
+
+
+def first_token_never(req):
+    async def send(w):
+        w.write(SSE_HEAD)              # headers, then silence: still waiting for the first token
+        await w.drain()
+        await asyncio.sleep(60)
+    return send
+
+
+def never_answers(req):
+    async def send(w):
+        await asyncio.sleep(60)        # no headers within first_byte (10 s)
+    return send
+
+
+async def _stream(c: httpx.AsyncClient, seen: asyncio.Event | None = None) -> str:
+    parts = []
+    try:
+        async with c.stream("POST", "/v1/chat/completions",
+                            json={"model": "r", "stream": True, "messages": MSG}) as r:
+            async for part in r.aiter_text():
+                parts.append(part)
+                if seen is not None and '"content"' in part:
+                    seen.set()
+    except httpx.HTTPError as e:
+        parts.append(f"<<{type(e).__name__}>>")
+    return "".join(parts)
+
+
+async def test_stop_during_a_prefill_continuation_still_ends_in_band_within_5s(gateway_cfg, scripted,
+                                                                                start_gateway, recorder):
+    a = await scripted(one_token_then_cut)
+    b = await scripted(never_answers)
+    gw = await start_gateway(two_relays(gateway_cfg, a, b), store=recorder)
+    async with httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
+        seen = asyncio.Event()
+        task = asyncio.create_task(_stream(c, seen))
+        await asyncio.wait_for(seen.wait(), 5)
+        for _ in range(100):                       # wait until the continuation request reached b
+            if b.received:
+                break
+            await asyncio.sleep(0.05)
+        assert b.received
+        t0 = time.monotonic()
+        await gw.stop()
+        took = time.monotonic() - t0
+        text = await task
+    assert "stream_interrupted" in text, text[-300:]
+    assert took < 5.0, took
+
+
+async def test_stop_before_the_first_token_charges_no_vendor_and_starts_no_failover(gateway_cfg, scripted,
+                                                                                     start_gateway, recorder):
+    a = await scripted(first_token_never)
+    b = await scripted(never_answers)
+    gw = await start_gateway(two_relays(gateway_cfg, a, b), store=recorder)
+    async with httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
+        task = asyncio.create_task(_stream(c))
+        for _ in range(100):
+            if a.received:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.2)
+        ta = gw.runtime.targets["a/m"]
+        await gw.stop()
+        await task
+    assert ta.breaker.failures == 0 and ta.health.last_error is None, ta.health.last_error
+    assert not b.received, "a failover to b was started while stopping"
