@@ -274,7 +274,7 @@ async def test_pipelined_second_response_in_the_same_packet_poisons_the_connecti
 async def test_garbage_right_after_a_response_poisons_the_connection(upstream, pool):
     up = await upstream([[ok(b"first"), b"\x00garbage"], [ok(b"WRONG")]], [[ok(b"second")]])
     resp = await pool.request("GET", up.url(), {}, None)
-    await asyncio.sleep(0.03)  # the garbage arrives before the caller reads and releases
+    await until(lambda: resp._conn.closed)  # the garbage arrived (before the caller reads and releases)
     assert await resp.read() == b"first"
     assert await get(pool, up.url()) == (200, b"second")
     assert up.connections == 2
@@ -588,7 +588,7 @@ async def test_pooled_connection_reset_after_the_request_was_written_is_not_retr
     with pytest.raises(ConnectionLost) as ei:
         await pool.request("POST", up.url(), {}, b'{"charge": 1}')
     assert ei.value.before_headers
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # (a negative check: a slow machine can only hide a re-send, never fake one)
     assert len(up.requests) == 2 and up.connections == 1  # the POST was not sent again
 
 
