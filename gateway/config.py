@@ -415,7 +415,7 @@ class _Walker:
         out: dict[str, Any] = {}
         for name, (f, tp) in spec.items():
             kp = _join(path, name)
-            if data.get(name) is None and _is_table(tp):
+            if data.get(name) is None and _is_table(tp) and not f.metadata["array_by"]:
                 data = {k: v for k, v in data.items() if k != name}   # None (from Python callers): left out
             if name not in data:
                 if f.default is MISSING and f.default_factory is MISSING:
@@ -556,9 +556,9 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
     if "vendors" not in raw:
         w.add("vendors", "at least one vendor is required")
     raw_routes = raw.get("routes", [])
-    if isinstance(raw_routes, list) and not raw_routes:
-        w.add("routes", "at least one [[routes]] entry is required")
     routes: dict[str, RouteConfig] = values.get("routes", {})
+    if not routes and not any(k.startswith("routes") for k, _ in w.problems):
+        w.add("routes", "at least one [[routes]] entry is required")
     for rname, route in routes.items():
         i = w.position[rname]
         seen: set[str] = set()

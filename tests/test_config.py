@@ -307,3 +307,15 @@ def test_python_callers_may_pass_none_for_a_table(tmp_path):
            "routes": [{"name": "r", "targets": [{"vendor": "v", "model": "m"}]}]}
     cfg = parse_config(raw, str(tmp_path / "patchbay.toml"), {})
     assert cfg.server.listen == "127.0.0.1:4000" and cfg.prices == {}
+
+
+@pytest.mark.parametrize("routes,reason", [
+    (None, "must be an array of tables ([[routes]]), got NoneType"),
+    ([], "at least one [[routes]] entry is required"),
+])
+def test_a_config_without_routes_is_refused(tmp_path, routes, reason):
+    from gateway.config import parse_config
+
+    with pytest.raises(ConfigError) as ei:
+        parse_config({"vendors": {}, "routes": routes}, str(tmp_path / "patchbay.toml"), {})
+    assert ("routes", reason) in ei.value.problems
