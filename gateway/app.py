@@ -14,8 +14,10 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client.exposition import choose_encoder
 
 from gateway.config import Config, split_hostport
+from gateway.metrics import Metrics
 from gateway.router import Router
 from gateway.runtime import Runtime
 from gateway.server import make_data_app
@@ -49,6 +51,7 @@ class Gateway:
         self.port: int | None = None
         self.admin_port: int | None = None
         self.extras: list[Any] = []   # started components with an async stop()
+        self.metrics: Metrics | None = None
 
     @property
     def url(self) -> str:
@@ -69,6 +72,8 @@ class Gateway:
         if self.store is None:
             self.store = open_store(self.config)
         self.runtime = Runtime(self.config, self.store)
+        self.metrics = Metrics(self.runtime)
+        self.runtime.request_observers.append(self.metrics.observe)
         t = self.config.timeouts
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(
@@ -105,7 +110,13 @@ class Gateway:
                         self.config.server.admin_listen)
             return
         app = make_admin_app(self, token)
+        app.router.add_get("/metrics", self._get_metrics)   # behind the admin app's token middleware
         self.admin_port = await self._listen(app, self.config.server.admin_listen)
+
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        """Prometheus exposition (OpenMetrics when the scraper asks for it)."""
+        encoder, content_type = choose_encoder(request.headers.get("Accept"))
+        return web.Response(body=encoder(self.metrics.registry), headers={"Content-Type": content_type})
 
     async def _start_prober(self) -> None:
         from gateway.prober import Prober

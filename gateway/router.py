@@ -501,6 +501,8 @@ class Router:
                 listener(row)
         if call.malformed:
             self.rt.malformed_events += call.malformed
+        for observe in self.rt.request_observers:   # metrics; traces when OTEL_* is set
+            observe(row, call)
 
     def _headers(self, call: Call, target: str, overhead_ms: float) -> dict[str, str]:
         return {"x-request-id": call.id, "x-patchbay-target": target,
