@@ -26,6 +26,26 @@ from gateway.upstream import Pool
 log = logging.getLogger("patchbay")
 
 
+def otlp_traces_endpoint(env: Any) -> str | None:
+    """Where spans go, from the standard OTel variables; None (tracing off, nothing imported) when unset.
+
+    `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as it is; `OTEL_EXPORTER_OTLP_ENDPOINT` gets the
+    signal path `/v1/traces` appended, as the OTLP exporter specification says. `OTEL_SDK_DISABLED=true`
+    or `OTEL_TRACES_EXPORTER=none` switch tracing off even with an endpoint set.
+    """
+    if str(env.get("OTEL_SDK_DISABLED", "")).strip().lower() == "true":
+        return None
+    if str(env.get("OTEL_TRACES_EXPORTER", "otlp")).strip().lower() == "none":
+        return None
+    traces = str(env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")).strip()
+    if traces:
+        return traces
+    base = str(env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")).strip()
+    if base:
+        return base.rstrip("/") + "/v1/traces"
+    return None
+
+
 def open_store(config: Config) -> Any:
     from store.writer import Store
 
@@ -52,6 +72,7 @@ class Gateway:
         self.admin_port: int | None = None
         self.extras: list[Any] = []   # started components with an async stop()
         self.metrics: Metrics | None = None
+        self.tracing: Any = None      # gateway.tracing.Tracing when OTEL_EXPORTER_OTLP_*ENDPOINT is set
 
     @property
     def url(self) -> str:
@@ -74,6 +95,13 @@ class Gateway:
         self.runtime = Runtime(self.config, self.store)
         self.metrics = Metrics(self.runtime)
         self.runtime.request_observers.append(self.metrics.observe)
+        endpoint = otlp_traces_endpoint(self.env)
+        if endpoint is not None:
+            from gateway.tracing import Tracing   # opentelemetry is imported only here
+
+            self.tracing = Tracing(self.runtime, endpoint, self.env)
+            self.runtime.request_observers.append(self.tracing.observe)
+            log.info("tracing: spans go to %s over OTLP/HTTP", endpoint)
         t = self.config.timeouts
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, ttl_dns_cache=300, keepalive_timeout=30)
         self.session = aiohttp.ClientSession(
@@ -88,7 +116,7 @@ class Gateway:
         if not keys:
             log.warning("no client keys set (env %s is empty): the API on %s accepts any caller",
                         self.config.server.client_keys_env, self.config.server.listen)
-        data_app = make_data_app(self.runtime, self.router, keys)
+        data_app = make_data_app(self.runtime, self.router, keys, trace_headers=self.tracing is not None)
         self.port = await self._listen(data_app, self.config.server.listen)
         if self.with_admin:
             await self._start_admin()
@@ -155,6 +183,10 @@ class Gateway:
         if self.upstream is not None:
             await self.upstream.close()
             self.upstream = None
+        if self.tracing is not None:
+            # export what the batch processor still holds (bounded by the exporter's own timeout)
+            await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
+            self.tracing = None
         if self._own_store and self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
             stats = self.store.stats()

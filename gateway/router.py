@@ -78,6 +78,7 @@ class Call:
     failovers: int = 0
     errors: list[str] = field(default_factory=list)
     malformed: int = 0
+    trace_headers: dict[str, str] | None = None   # the client's traceparent/tracestate, only when tracing
 
     def overhead_ms(self) -> float:
         return round(max(0.0, (time.perf_counter() - self.t0 - self.waited_s) * 1000), 3)
@@ -695,7 +696,7 @@ class Router:
                         out: "_ChunkWriter", deadline: float) -> tuple[Target, bool]:
         """Mid-stream rule: continue on a prefill target with the partial answer, else give up."""
         lat = round((time.perf_counter() - out.started) * 1000, 3)
-        call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, failed.id, time.time(), lat,
+        call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, failed.id, time.time() - lat / 1000, lat,
                                         ErrorClass.STREAM_CUT.value, 200, cut.message[:500], drill_id=call.drill_id))
         call.errors.append(f"{failed.id}: {cut}")
         if cut.code == TOTAL_TIMEOUT:
@@ -728,7 +729,8 @@ class Router:
             except VendorError as e:
                 lat = round((time.perf_counter() - start) * 1000, 3)
                 outcome = e.cls.value if st is None else ErrorClass.STREAM_CUT.value
-                call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, time.time(), lat, outcome,
+                call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, time.time() - lat / 1000, lat,
+                                                outcome,
                                                 e.status if st is None else 200, e.message[:500], True,
                                                 call.drill_id))
                 call.errors.append(f"{t.id}: {e}")
@@ -747,7 +749,8 @@ class Router:
                 if st is not None:
                     st.close()
             lat = round((time.perf_counter() - start) * 1000, 3)
-            call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, time.time(), lat, "ok", 200,
+            call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, time.time() - lat / 1000, lat,
+                                            "ok", 200,
                                             None, True, call.drill_id))
             self.rt.breaker_changed(t, t.breaker.success(call), "continuation succeeded")
             return t, True

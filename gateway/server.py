@@ -116,8 +116,9 @@ def _same_host(request: web.Request) -> bool:
 class DataPlane:
     """Handlers for the client-facing listener."""
 
-    def __init__(self, runtime: Runtime, router: Router, client_keys: list[str]):
+    def __init__(self, runtime: Runtime, router: Router, client_keys: list[str], trace_headers: bool = False):
         self.rt = runtime
+        self.trace_headers = trace_headers   # keep the client's W3C trace context (tracing on only)
         self.router = router
         self._keys = [k.encode() for k in client_keys]
         self._key_ids = {k: hashlib.sha256(k).hexdigest()[:12] for k in self._keys}
@@ -190,6 +191,11 @@ class DataPlane:
         call = Call(id=new_id(), route=route, targets=targets, fallback=fallback, body=body, stream=stream,
                     include_usage=bool(so.get("include_usage")), client_key_id=key_id,
                     drill_id=request.headers.get("x-patchbay-drill") if _same_host(request) else None)
+        if self.trace_headers:
+            h = request.headers
+            tp = h.get("traceparent")
+            if tp is not None:
+                call.trace_headers = {"traceparent": tp, "tracestate": h.get("tracestate", "")}
         if stream:
             return await self.router.stream(call, request)
         status, headers, out = await self.router.complete(call)
@@ -228,10 +234,11 @@ class DataPlane:
                               code="unknown_url")
 
 
-def make_data_app(runtime: Runtime, router: Router, client_keys: list[str]) -> web.Application:
+def make_data_app(runtime: Runtime, router: Router, client_keys: list[str],
+                  trace_headers: bool = False) -> web.Application:
     # client_max_size is a hard stop above the limit; the handler reports it OpenAI-style.
     app = web.Application(client_max_size=runtime.config.server.max_body_bytes)
-    dp = DataPlane(runtime, router, client_keys)
+    dp = DataPlane(runtime, router, client_keys, trace_headers)
     app.router.add_post("/v1/chat/completions", dp.chat)
     app.router.add_post("/chat/completions", dp.chat)
     app.router.add_get("/v1/models", dp.models)
