@@ -45,6 +45,7 @@ class ServerConfig:
     # keep-alive limit), so trickling clients (slowloris) cannot hold connections for good.
     read_timeout: float = 30.0
     keepalive_timeout: float = 75.0
+    log_format: str = "text"      # "text" for people, "json" (one object per line) for log collectors
 
 
 @dataclass(frozen=True)
@@ -284,6 +285,7 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
         "max_body_bytes": (int, ServerConfig.max_body_bytes, _at_least_one),
         "read_timeout": (_NUM, ServerConfig.read_timeout, _positive),
         "keepalive_timeout": (_NUM, ServerConfig.keepalive_timeout, _positive),
+        "log_format": (str, ServerConfig.log_format, _one_of(("text", "json"))),
     })
     server = ServerConfig(**s)
 

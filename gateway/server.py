@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.logs import REQUEST_ID
 from gateway.router import Call, ClientError, Router
 from gateway.runtime import Runtime
 from store.records import new_id
@@ -148,12 +149,15 @@ class DataPlane:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
+        rid = REQUEST_ID.set(None)
         try:
             return await self._chat(request, t0)
         except Exception:
             log.exception("unhandled error in chat completions")
             return error_response(500, "Patchbay hit an internal error; the request was not completed.",
                                   "server_error", "internal_error", headers=_rejected_headers(t0))
+        finally:
+            REQUEST_ID.reset(rid)
 
     async def _chat(self, request: web.Request, t0: float) -> web.StreamResponse:
         try:
@@ -191,6 +195,7 @@ class DataPlane:
         call = Call(id=new_id(), route=route, targets=targets, fallback=fallback, body=body, stream=stream,
                     include_usage=bool(so.get("include_usage")), client_key_id=key_id,
                     drill_id=request.headers.get("x-patchbay-drill") if _same_host(request) else None)
+        REQUEST_ID.set(call.id)   # log lines about this request carry its id
         if self.trace_headers:
             h = request.headers
             tp = h.get("traceparent")
