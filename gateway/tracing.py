@@ -81,13 +81,19 @@ class Tracing:
         self.provider.shutdown()
 
     def observe(self, row: Any, call: Any) -> None:
-        """Spans for one finished request (Router._record): the request, then each attempt."""
+        """Spans for one finished request (Router._record): the request, then each attempt.
+
+        The SDK's span creation and OTLP encoding cost tens of microseconds per span and per
+        attribute, so spans carry the attributes operators query by and little else; the request
+        log holds the rest under the same request id.
+        """
         tracer = self.tracer
         targets = self.rt.targets
         parent = self._propagator.extract(call.trace_headers) if call.trace_headers else self._empty
         start = int(row.ts * 1e9)
         end = start + int((row.latency_ms or 0.0) * 1e6)
-        final = targets.get(row.final_target) if row.final_target else None
+        attempts = call.attempts
+        last = len(attempts) - 1
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.request.model": row.route,
@@ -95,67 +101,55 @@ class Tracing:
             "patchbay.target": row.final_target or "none",
             "patchbay.outcome": row.outcome,
             "patchbay.request_id": row.id,
-            "patchbay.stream": row.stream,
-            "patchbay.attempts": row.attempts,
-            "patchbay.failovers": row.failovers,
-            "http.response.status_code": row.http_status,
         }
+        final = targets.get(row.final_target) if row.final_target else None
         if final is not None:
             attrs["gen_ai.system"] = GENAI_SYSTEM.get(final.vendor.kind, final.vendor.kind)
-        if row.model:
             attrs["gen_ai.response.model"] = row.model
         if row.prompt_tokens is not None:
             attrs["gen_ai.usage.input_tokens"] = row.prompt_tokens
         if row.completion_tokens is not None:
             attrs["gen_ai.usage.output_tokens"] = row.completion_tokens
-        if row.cost is not None:
-            attrs["patchbay.cost_usd"] = row.cost
         if row.ttft_ms is not None:
             attrs["patchbay.ttft_ms"] = row.ttft_ms
-        if row.drill_id:
-            attrs["patchbay.drill_id"] = row.drill_id
-        attempts = call.attempts
-        reasons = [a.outcome for i, a in enumerate(attempts)
-                   if a.outcome != "ok" and i + 1 < len(attempts) and attempts[i + 1].target != a.target]
-        if reasons:
-            attrs["patchbay.failover_reason"] = reasons[0]
-            attrs["patchbay.failover_reasons"] = reasons
+        if row.failovers:
+            attrs["patchbay.failovers"] = row.failovers
+            # the first failure that moved the request to another target
+            for i in range(last):
+                a = attempts[i]
+                if a.outcome != "ok" and attempts[i + 1].target != a.target:
+                    attrs["patchbay.failover_reason"] = a.outcome
+                    break
         if row.error_class:
             attrs["error.type"] = row.error_class
+        if row.drill_id:
+            attrs["patchbay.drill_id"] = row.drill_id
         span = tracer.start_span(f"chat {row.route}", context=parent, kind=SpanKind.SERVER, attributes=attrs,
                                  start_time=start)
+        if not span.is_recording():   # not sampled (OTEL_TRACES_SAMPLER, or the client's flags): no children
+            span.end(end_time=end)
+            return
         if row.outcome in ("error", "cut"):
             span.set_status(Status(StatusCode.ERROR, (row.error_message or row.error_class or "")[:300]))
         ctx = trace.set_span_in_context(span, self._empty)
-        last = len(attempts) - 1
         for i, a in enumerate(attempts):
             t = targets.get(a.target)
             a_start = int(a.ts * 1e9)
             # the attempt that streamed the answer lasts until the stream ended, not only to its first token
             a_end = end if (row.stream and i == last and a.outcome == "ok") else a_start + int(a.latency_ms * 1e6)
-            a_attrs: dict[str, Any] = {
-                "gen_ai.operation.name": "chat",
-                "patchbay.target": a.target,
-                "patchbay.attempt": a.n,
-                "patchbay.outcome": a.outcome,
-                "patchbay.continuation": a.continuation,
-            }
+            a_attrs: dict[str, Any] = {"gen_ai.operation.name": "chat", "patchbay.target": a.target,
+                                       "patchbay.outcome": a.outcome}
             if t is not None:
                 a_attrs["gen_ai.system"] = GENAI_SYSTEM.get(t.vendor.kind, t.vendor.kind)
                 a_attrs["gen_ai.request.model"] = t.cfg.model
-                if a.outcome == "ok":
-                    a_attrs["gen_ai.response.model"] = t.cfg.model
-            if a.http_status is not None:
-                a_attrs["http.response.status_code"] = a.http_status
+            if a.continuation:
+                a_attrs["patchbay.continuation"] = True
             if a.outcome != "ok":
                 a_attrs["error.type"] = a.outcome
+                if a.http_status is not None:
+                    a_attrs["http.response.status_code"] = a.http_status
                 if i < last and attempts[i + 1].target != a.target:
                     a_attrs["patchbay.failover_reason"] = a.outcome
-            elif i == last and final is not None and a.target == final.id:
-                if row.prompt_tokens is not None:
-                    a_attrs["gen_ai.usage.input_tokens"] = row.prompt_tokens
-                if row.completion_tokens is not None:
-                    a_attrs["gen_ai.usage.output_tokens"] = row.completion_tokens
             s = tracer.start_span(f"chat {t.cfg.model if t is not None else a.target}", context=ctx,
                                   kind=SpanKind.CLIENT, attributes=a_attrs, start_time=a_start)
             if a.outcome != "ok":

@@ -135,21 +135,21 @@ async def test_a_failed_over_request_is_one_span_with_two_attempt_spans_in_the_c
     assert a["gen_ai.usage.input_tokens"] == answer.usage.prompt_tokens > 0
     assert a["gen_ai.usage.output_tokens"] == answer.usage.completion_tokens > 0
     assert a["patchbay.route"] == "chat" and a["patchbay.target"] == "deepseek/deepseek-chat"
-    assert a["patchbay.outcome"] == "ok" and a["patchbay.failovers"] == 1 and a["patchbay.attempts"] == 2
-    assert a["patchbay.failover_reason"] == "server" and a["patchbay.failover_reasons"] == ["server"]
+    assert a["patchbay.outcome"] == "ok" and a["patchbay.failovers"] == 1
+    assert a["patchbay.failover_reason"] == "server"
     assert a["patchbay.request_id"] == request_id
     assert root.status.code == root.status.STATUS_CODE_UNSET
 
     first, second = attrs(kids[0]), attrs(kids[1])
     assert kids[0].name == "chat gpt-4.1" and kids[1].name == "chat deepseek-chat"
     assert first["patchbay.target"] == "openai/gpt-4.1" and first["gen_ai.request.model"] == "gpt-4.1"
+    assert first["gen_ai.system"] == "openai" and first["gen_ai.operation.name"] == "chat"
     assert first["patchbay.outcome"] == "server" and first["error.type"] == "server"
     assert first["patchbay.failover_reason"] == "server" and first["http.response.status_code"] == 503
     assert kids[0].status.code == kids[0].status.STATUS_CODE_ERROR
     assert second["patchbay.target"] == "deepseek/deepseek-chat" and second["patchbay.outcome"] == "ok"
-    assert second["gen_ai.system"] == "openai" and second["gen_ai.response.model"] == "deepseek-chat"
-    assert second["gen_ai.usage.output_tokens"] == answer.usage.completion_tokens
-    assert "patchbay.failover_reason" not in second
+    assert second["gen_ai.system"] == "openai" and second["gen_ai.request.model"] == "deepseek-chat"
+    assert "patchbay.failover_reason" not in second and "error.type" not in second
 
     # prompts and answers never go into a span
     raw = b"".join(receiver.raw)
@@ -172,7 +172,7 @@ async def test_streams_and_requests_without_traceparent_start_their_own_trace(
     root = next(s for s in spans if s.kind == Span.SPAN_KIND_SERVER)
     kid = next(s for s in spans if s is not root)
     assert root.parent_span_id == b"" and kid.parent_span_id == root.span_id
-    assert attrs(root)["patchbay.stream"] is True and attrs(root)["patchbay.ttft_ms"] > 0
+    assert attrs(root)["patchbay.ttft_ms"] > 0 and "patchbay.failovers" not in attrs(root)
     # the attempt that streamed the answer lasts until the stream ended
     assert kid.end_time_unix_nano == root.end_time_unix_nano
     assert kid.end_time_unix_nano - kid.start_time_unix_nano > 20_000_000   # several 20 ms tokens
@@ -239,3 +239,15 @@ def test_without_an_otlp_endpoint_opentelemetry_is_never_imported():
     # and the standard off switches win over an endpoint
     assert _run(SERVE_ONE, {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9", "OTEL_SDK_DISABLED": "true"}) \
         == "False False"
+
+
+async def test_a_client_trace_that_is_not_sampled_exports_nothing(start_gateway, gateway_cfg, receiver):
+    """The default sampler is parent-based: a client that does not sample its trace gets no spans from us."""
+    gw = await start_gateway(gateway_cfg, env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url})
+    for flags, trace_id in (("00", "1" * 32), ("01", "2" * 32)):
+        client = openai.AsyncOpenAI(base_url=gw.url + "/v1", api_key="unused", max_retries=0,
+                                    default_headers={"traceparent": f"00-{trace_id}-{CLIENT_SPAN_ID}-{flags}"})
+        await client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+    await flush(gw)
+    assert {s.trace_id.hex() for _, s in receiver.spans()} == {"2" * 32}
+    assert len(receiver.spans()) == 2
