@@ -18,6 +18,7 @@ messages already scrubbed of keys, as in the request log.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import unquote
 
@@ -31,6 +32,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.runtime import Runtime
+
+log = logging.getLogger("patchbay.tracing")
 
 #: gen_ai.system for each vendor kind (GenAI semantic conventions' well-known values)
 GENAI_SYSTEM = {"openai": "openai", "anthropic": "anthropic", "gemini": "gcp.gemini"}
@@ -75,12 +78,22 @@ class Tracing:
         self.tracer = self.provider.get_tracer("patchbay", _version())
         self._propagator = TraceContextTextMapPropagator()
         self._empty = Context()
+        self._failed = False
 
     def shutdown(self) -> None:
         """Export what is still queued and stop the exporter thread (blocking)."""
         self.provider.shutdown()
 
     def observe(self, row: Any, call: Any) -> None:
+        """Spans for one request; a tracing failure never fails the request it describes."""
+        try:
+            self._observe(row, call)
+        except Exception:  # noqa: BLE001 - the answer is already out; say so once, keep serving
+            if not self._failed:
+                self._failed = True
+                log.exception("tracing: could not build the spans of request %s (reported once)", row.id)
+
+    def _observe(self, row: Any, call: Any) -> None:
         """Spans for one finished request (Router._record): the request, then each attempt.
 
         The SDK's span creation and OTLP encoding cost tens of microseconds per span and per
