@@ -408,7 +408,7 @@ PY_LOADGEN = textwrap.dedent("""
             wall = time.perf_counter() - t0
         lat.sort()
         print(json.dumps({"rps": len(lat) / wall, "p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99)],
-                          "errors": errors}))
+                          "errors": errors, "requests": len(lat)}))
     asyncio.run(main())
 """)
 

@@ -13,14 +13,36 @@ import os
 from typing import Any
 
 from aiohttp import web
+from prometheus_client.exposition import choose_encoder
 
 from gateway.config import Config, split_hostport
+from gateway.control.metrics import Metrics
 from gateway.routing.router import Router, pool_for
 from gateway.runtime import Runtime
 from gateway.doors.server import make_data_app
 from gateway.vendors.http import Pool
 
 log = logging.getLogger("patchbay")
+
+
+def otlp_traces_endpoint(env: Any) -> str | None:
+    """Where spans go, from the standard OTel variables; None (tracing off, nothing imported) when unset.
+
+    `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is used as it is; `OTEL_EXPORTER_OTLP_ENDPOINT` gets the
+    signal path `/v1/traces` appended, as the OTLP exporter specification says. `OTEL_SDK_DISABLED=true`
+    or `OTEL_TRACES_EXPORTER=none` switch tracing off even with an endpoint set.
+    """
+    if str(env.get("OTEL_SDK_DISABLED", "")).strip().lower() == "true":
+        return None
+    if str(env.get("OTEL_TRACES_EXPORTER", "otlp")).strip().lower() == "none":
+        return None
+    traces = str(env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "")).strip()
+    if traces:
+        return traces
+    base = str(env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "")).strip()
+    if base:
+        return base.rstrip("/") + "/v1/traces"
+    return None
 
 
 def open_store(config: Config) -> Any:
@@ -47,6 +69,8 @@ class Gateway:
         self.port: int | None = None
         self.admin_port: int | None = None
         self.extras: list[Any] = []   # started components with an async stop()
+        self.metrics: Metrics | None = None
+        self.tracing: Any = None      # gateway.control.tracing.Tracing when OTEL_EXPORTER_OTLP_*ENDPOINT is set
 
     @property
     def url(self) -> str:
@@ -67,6 +91,15 @@ class Gateway:
         if self.store is None:
             self.store = open_store(self.config)
         self.runtime = Runtime(self.config, self.store, env=self.env)
+        self.metrics = Metrics(self.runtime)
+        self.runtime.request_observers.append(self.metrics.observe)
+        endpoint = otlp_traces_endpoint(self.env)
+        if endpoint is not None:
+            from gateway.control.tracing import Tracing   # opentelemetry is imported only here
+
+            self.tracing = Tracing(self.runtime, endpoint, self.env)
+            self.runtime.request_observers.append(self.tracing.observe)
+            log.info("tracing: spans go to %s over OTLP/HTTP", endpoint)
         # One HTTP client for everything that leaves the gateway: traffic, probes, drills.
         self.upstream = pool_for(self.config, self.env)
         self.router = Router(self.runtime, self.upstream)
@@ -75,7 +108,7 @@ class Gateway:
         if not keys:
             log.warning("no client keys set (env %s is empty): the API on %s accepts any caller",
                         self.config.server.client_keys_env, self.config.server.listen)
-        data_app = make_data_app(self.runtime, self.router, keys)
+        data_app = make_data_app(self.runtime, self.router, keys, trace_headers=self.tracing is not None)
         self.port = await self._listen(data_app, self.config.server.listen)
         if self.with_admin:
             await self._start_admin()
@@ -97,7 +130,13 @@ class Gateway:
                         self.config.server.admin_listen)
             return
         app = make_admin_app(self, token)
+        app.router.add_get("/metrics", self._get_metrics)   # behind the admin app's token middleware
         self.admin_port = await self._listen(app, self.config.server.admin_listen)
+
+    async def _get_metrics(self, request: web.Request) -> web.Response:
+        """Prometheus exposition (OpenMetrics when the scraper asks for it)."""
+        encoder, content_type = choose_encoder(request.headers.get("Accept"))
+        return web.Response(body=encoder(self.metrics.registry), headers={"Content-Type": content_type})
 
     async def _start_prober(self) -> None:
         from gateway.control.prober import Prober
@@ -140,6 +179,10 @@ class Gateway:
         if self.upstream is not None:
             await self.upstream.close()
             self.upstream = None
+        if self.tracing is not None:
+            # export what the batch processor still holds (bounded by the exporter's own timeout)
+            await asyncio.get_running_loop().run_in_executor(None, self.tracing.shutdown)
+            self.tracing = None
         if self._own_store and self.store is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.store.close)
             stats = self.store.stats()

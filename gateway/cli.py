@@ -7,7 +7,6 @@ the gateway never imports Textual.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 
@@ -38,6 +37,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from gateway.app import install_uvloop, serve_forever
     cfg = _load(args.config)
+    if args.log_format is None and cfg.server.log_format != "text":
+        from gateway.logs import setup_logging
+        setup_logging(args.log_level, cfg.server.log_format)
     install_uvloop()
     asyncio.run(serve_forever(cfg))
     return 0
@@ -90,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("serve", help="run the gateway")
     with_config(sp)
     sp.add_argument("--log-level", default="info")
+    sp.add_argument("--log-format", choices=("text", "json"), default=None,
+                    help="text (default) or json: one object per line with time, level, logger, message and "
+                         "request_id (overrides [server] log_format)")
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("check-config", help="validate a config file and exit non-zero on error")
@@ -155,9 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["mock"]:
         return cmd_mock(argv[1:])
     args = build_parser().parse_args(argv)
-    level = getattr(args, "log_level", "info").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per admin call is noise on a terminal
+    from gateway.logs import setup_logging
+    setup_logging(getattr(args, "log_level", "info"), getattr(args, "log_format", None) or "text")
     return int(args.func(args) or 0)
 
 

@@ -202,6 +202,8 @@ class ServerConfig:
                               check=_positive)
     keepalive_timeout: float = key(75.0, "seconds for a request's headers, and idle between requests",
                                    check=_positive)
+    log_format: str = key("text", '"text" for people, "json" (one object per line) for log collectors',
+                          check=_one_of(("text", "json")))
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,8 @@ class Runtime:
         self._subscribers: set[asyncio.Queue] = set()
         # called with each finished request that carries a drill id (never for ordinary traffic)
         self.drill_request_listeners: list[Callable[[Any], None]] = []
+        # called with (RequestRow, Call) for every finished request: metrics, and traces when enabled
+        self.request_observers: list[Callable[[Any, Any], None]] = []
         self.malformed_events = 0
         self.started_at = time.time()
         # What apply_overrides found: {"ok", "path", "error", "warnings", "loaded"}; shown in /admin/state.

@@ -38,8 +38,10 @@ def write_config(path: Path, raw: dict[str, Any]) -> Path:
 class ServeProcess:
     """One `patchbay serve` child; `start()` waits until it listens, `stop()` sends SIGTERM."""
 
-    def __init__(self, config_path: Path, env: dict[str, str] | None = None, log_level: str = "info"):
+    def __init__(self, config_path: Path, env: dict[str, str] | None = None, log_level: str = "info",
+                 args: list[str] | None = None):
         self.config_path = config_path
+        self.args = list(args or [])
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("PATCHBAY_")}
         self.env.update(env or {})
         self.env["PYTHONUNBUFFERED"] = "1"
@@ -54,7 +56,7 @@ class ServeProcess:
         err = open(self.stderr_path, "ab")
         try:
             self.proc = subprocess.Popen(
-                [*serve_command(), "serve", "-c", str(self.config_path), "--log-level", self.log_level],
+                [*serve_command(), "serve", "-c", str(self.config_path), "--log-level", self.log_level, *self.args],
                 cwd=str(self.config_path.parent), env=self.env, stdin=subprocess.DEVNULL,
                 stdout=err, stderr=err)
         finally:

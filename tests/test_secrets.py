@@ -219,6 +219,8 @@ async def drive(data_url: str, admin_url: str, mock_url: str, cap: Capture) -> N
             for row in reqs[:40]:
                 cap.add("request detail", await a.get(f"/admin/requests/{row['id']}", headers=admin))
             cap.add("events recent", await a.get("/admin/events/recent?limit=500", headers=admin))
+            metrics = cap.add("metrics", await a.get("/metrics", headers=admin))
+            assert metrics.status_code == 200 and "patchbay_requests_total" in metrics.text
             cap.add("wrong admin token", await a.get("/admin/state", headers={"Authorization": "Bearer nope"}))
             cap.add("unknown admin path", await a.get("/admin/nope", headers=admin))
             await asyncio.sleep(1.2)                  # one more SSE state tick

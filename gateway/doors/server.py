@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from gateway.doors import chat
+from gateway.logs import REQUEST_ID
 from gateway.routing.call import Call, ClientError
 from gateway.routing.router import Router
 from gateway.runtime import Runtime
@@ -57,8 +58,9 @@ def _same_host(request: web.Request) -> bool:
 class DataPlane:
     """Handlers for the client-facing listener."""
 
-    def __init__(self, runtime: Runtime, router: Router, client_keys: list[str]):
+    def __init__(self, runtime: Runtime, router: Router, client_keys: list[str], trace_headers: bool = False):
         self.rt = runtime
+        self.trace_headers = trace_headers   # keep the client's W3C trace context (tracing on only)
         self.router = router
         self._keys = [k.encode() for k in client_keys]
         self._key_ids = {k: hashlib.sha256(k).hexdigest()[:12] for k in self._keys}
@@ -88,12 +90,15 @@ class DataPlane:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
+        rid = REQUEST_ID.set(None)
         try:
             return await self._chat(request, t0)
         except Exception:
             log.exception("unhandled error in chat completions")
             return error_response(500, "Patchbay hit an internal error; the request was not completed.",
                                   "server_error", "internal_error", headers=_rejected_headers(t0))
+        finally:
+            REQUEST_ID.reset(rid)
 
     async def _chat(self, request: web.Request, t0: float) -> web.StreamResponse:
         try:
@@ -131,6 +136,12 @@ class DataPlane:
         call = Call(id=new_id(), route=route, targets=targets, fallback=fallback, body=body, stream=stream,
                     include_usage=bool(so.get("include_usage")), client_key_id=key_id,
                     drill_id=request.headers.get("x-patchbay-drill") if _same_host(request) else None)
+        REQUEST_ID.set(call.id)   # log lines about this request carry its id
+        if self.trace_headers:
+            h = request.headers
+            tp = h.get("traceparent")
+            if tp is not None:
+                call.trace_headers = {"traceparent": tp, "tracestate": h.get("tracestate", "")}
         return await chat.serve(self.router, call, request)
 
     async def models(self, request: web.Request) -> web.Response:
@@ -165,10 +176,11 @@ class DataPlane:
                               code="unknown_url")
 
 
-def make_data_app(runtime: Runtime, router: Router, client_keys: list[str]) -> web.Application:
+def make_data_app(runtime: Runtime, router: Router, client_keys: list[str],
+                  trace_headers: bool = False) -> web.Application:
     # client_max_size is a hard stop above the limit; the handler reports it OpenAI-style.
     app = web.Application(client_max_size=runtime.config.server.max_body_bytes)
-    dp = DataPlane(runtime, router, client_keys)
+    dp = DataPlane(runtime, router, client_keys, trace_headers)
     app.router.add_post("/v1/chat/completions", dp.chat)
     app.router.add_post("/chat/completions", dp.chat)
     app.router.add_get("/v1/models", dp.models)

@@ -44,6 +44,8 @@ def record(rt: Runtime, call: Call, outcome: str, status: int, target: Target | 
             listener(row)
     if call.malformed:
         rt.malformed_events += call.malformed
+    for observe in rt.request_observers:   # metrics; traces when OTEL_* is set
+        observe(row, call)
 
 
 def record_failed(rt: Runtime, call: Call, failed: Failed, overhead_ms: float) -> None:
