@@ -250,3 +250,13 @@ def test_runtime_reads_os_environ_when_no_env_is_given(tmp_path, monkeypatch):
     monkeypatch.setenv("ALL_PROXY", "http://me:from-os-environ@proxy:8080")
     assert "from-os-environ" in _runtime(tmp_path).targets["openai/gpt-4.1"].secrets
     assert "from-os-environ" not in _runtime(tmp_path, env={}).targets["openai/gpt-4.1"].secrets
+
+
+def test_texts_made_of_secrets_take_the_dense_path_with_the_same_result():
+    rng = random.Random(7)
+    keys = tuple("sk-" + "".join(rng.choices("abcdefABCDEF0123", k=40)) for _ in range(5))
+    texts = [(KEY + " ") * 300, "x" * 5000, "".join(k[rng.randint(0, 30):][:rng.choice((7, 8, 9))] + "#"
+                                                     for k in keys * 200)]
+    for text, secrets in zip(texts, [(KEY,), ("x" * 6000, "xxxxxxxxy"), keys]):
+        for t, s in ((text, secrets), (text.encode(), tuple(x.encode() for x in secrets))):
+            assert scrub_text(t, s) == _plain_scrub(t, s)
