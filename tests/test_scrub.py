@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 import string
-import time
+import timeit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -174,12 +174,10 @@ def bench(n_secrets: int, size: int = 64 << 10, rounds: int = 20, as_bytes: bool
         text, secrets = text.encode(), tuple(s.encode() for s in secrets)
     assert scrub_text(text, secrets) == _plain_scrub(text, secrets)
     timings = []
-    for fn in (_plain_scrub, scrub_text):
+    for fn in (_plain_scrub, scrub_text):   # best of 5 batches: the machine is shared
         fn(text, secrets)
-        t0 = time.perf_counter()
-        for _ in range(rounds):
-            fn(text, secrets)
-        timings.append((time.perf_counter() - t0) / rounds * 1000)
+        best = min(timeit.repeat(lambda: fn(text, secrets), number=max(1, rounds // 5), repeat=5))
+        timings.append(best / max(1, rounds // 5) * 1000)
     return timings[0], timings[1]
 
 
