@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client.exposition import choose_encoder
@@ -20,6 +20,10 @@ from gateway.control.metrics import Metrics
 from gateway.routing.router import Router, pool_for
 from gateway.runtime import Runtime
 from gateway.doors.server import make_data_app
+from gateway.parts import Component, Store
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gateway.control.prober import Prober
 from gateway.vendors.http import Pool
 
 log = logging.getLogger("patchbay")
@@ -45,7 +49,7 @@ def otlp_traces_endpoint(env: Any) -> str | None:
     return None
 
 
-def open_store(config: Config) -> Any:
+def open_store(config: Config) -> Store:
     from store.writer import Store
 
     store = Store(config.store.path, retention_days=config.store.retention_days)
@@ -54,7 +58,7 @@ def open_store(config: Config) -> Any:
 
 
 class Gateway:
-    def __init__(self, config: Config, *, store: Any = None, env: dict[str, str] | None = None,
+    def __init__(self, config: Config, *, store: Store | None = None, env: dict[str, str] | None = None,
                  with_admin: bool = True, with_prober: bool = True):
         self.config = config
         self.env = os.environ if env is None else env
@@ -68,7 +72,8 @@ class Gateway:
         self._runners: list[web.AppRunner] = []
         self.port: int | None = None
         self.admin_port: int | None = None
-        self.extras: list[Any] = []   # started components with an async stop()
+        self.extras: list[Component] = []   # started components with an async stop()
+        self.prober: Prober | None = None
         self.metrics: Metrics | None = None
         self.tracing: Any = None      # gateway.control.tracing.Tracing when OTEL_EXPORTER_OTLP_*ENDPOINT is set
 
@@ -121,7 +126,7 @@ class Gateway:
         apply_overrides(self.runtime)
 
     async def _start_admin(self) -> None:
-        from gateway.control.admin import make_admin_app
+        from gateway.control.admin import ADMIN_KEY, make_admin_app
 
         token_env = self.config.server.admin_token_env
         token = self.env.get(token_env, "")
@@ -130,6 +135,7 @@ class Gateway:
                         self.config.server.admin_listen)
             return
         app = make_admin_app(self, token)
+        self.extras.append(app[ADMIN_KEY].drills)   # stop() ends running drills
         app.router.add_get("/metrics", self._get_metrics)   # behind the admin app's token middleware
         self.admin_port = await self._listen(app, self.config.server.admin_listen)
 
@@ -143,6 +149,7 @@ class Gateway:
 
         prober = Prober(self.runtime, self.router)
         prober.start()
+        self.prober = prober
         self.extras.append(prober)
 
     async def _listen(self, app: web.Application, hostport: str) -> int:

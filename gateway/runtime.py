@@ -17,8 +17,9 @@ from gateway.vendors import make_adapter
 from gateway.vendors.base import Adapter, env_proxy_secrets, vendor_secrets
 from gateway.routing.breaker import Breaker
 from gateway.config import Config, Price, TargetConfig, VendorConfig
-from gateway.routing.faults import Fault
+from gateway.routing.faults import DrillFault
 from gateway.routing.health import Health
+from gateway.parts import Store
 from store.records import EventRow
 
 
@@ -32,7 +33,7 @@ class Target:
     health: Health = field(default_factory=Health)
     disabled: bool = False
     disabled_reason: str | None = None
-    fault: Fault | None = None
+    fault: DrillFault | None = None
     inflight: int = 0
     disabled_by: str | None = None      # who disabled it (admin client address / operator name)
     disabled_at: float | None = None    # epoch seconds
@@ -48,7 +49,7 @@ class Target:
     def id(self) -> str:
         return self.cfg.id
 
-    def active_fault(self) -> Fault | None:
+    def active_fault(self) -> DrillFault | None:
         f = self.fault
         if f is not None and not f.active:
             self.fault = f = None
@@ -88,10 +89,10 @@ class NullStore:
 
 
 class Runtime:
-    def __init__(self, config: Config, store: Any = None, clock: Callable[[], float] = time.monotonic,
+    def __init__(self, config: Config, store: Store | None = None, clock: Callable[[], float] = time.monotonic,
                  env: Mapping[str, str] | None = None):
         self.config = config
-        self.store = store if store is not None else NullStore()
+        self.store: Store = store if store is not None else NullStore()
         self.targets: dict[str, Target] = {}
         adapters: dict[str, Adapter] = {}
         # Every vendor's secrets are scrubbed from every vendor's errors: a relay may echo any key it holds;

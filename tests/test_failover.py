@@ -373,3 +373,27 @@ async def test_context_length_after_failover_with_no_larger_target_left(mock, ga
         await ask(gw)
     assert ei.value.code == "context_length_exceeded"
     assert chain(recorder)[-1] == (SECONDARY, "context_length")
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_overhead_header_counts_the_gateways_own_cpu_not_just_time_outside_attempts(
+        mock, gateway_cfg, start_gateway, monkeypatch, stream):
+    """Translation, parsing and scrubbing are Patchbay's own time: a slow translator shows in
+    x-patchbay-overhead-ms (it used to be counted as 'waiting on vendors')."""
+    from gateway.vendors.openai import OpenAIAdapter
+
+    real = OpenAIAdapter.chat_request
+
+    def slow_translation(self, *a, **kw):
+        end = time.perf_counter() + 0.08
+        while time.perf_counter() < end:   # 80 ms of CPU, as a pathological translation would cost
+            pass
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(OpenAIAdapter, "chat_request", slow_translation)
+    gw = await start_gateway(gateway_cfg)
+    async with httpx.AsyncClient(base_url=gw.url, timeout=30) as c:
+        r = await c.post("/v1/chat/completions", json={"model": "chat", "stream": stream,
+                                                         "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200
+    assert float(r.headers["x-patchbay-overhead-ms"]) >= 80.0

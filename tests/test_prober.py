@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from gateway.routing.faults import parse_fault
+from gateway.routing.faults import parse_drill_fault as parse_fault
 from gateway.control.prober import JITTER
 
 MODELS_PATHS = {"openai/gpt-4.1": "GET /openai/v1/models", "deepseek/deepseek-chat": "GET /deepseek/v1/models",

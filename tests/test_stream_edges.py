@@ -182,11 +182,11 @@ async def test_idle_bounds_each_silence_of_a_trickled_body(gateway_cfg, relay, s
 
 @pytest.mark.parametrize("stream", [False, True])
 async def test_latency_drill_longer_than_first_byte_fails_over(gateway_cfg, start_gateway, recorder, stream):
-    from gateway.routing.faults import parse_fault
+    from gateway.routing.faults import parse_drill_fault
 
     gateway_cfg["timeouts"].update(first_byte=0.4, total=5)
     gw = await start_gateway(gateway_cfg, store=recorder)
-    gw.runtime.targets["openai/gpt-4.1"].fault = parse_fault("latency:3000", duration=30)
+    gw.runtime.targets["openai/gpt-4.1"].fault = parse_drill_fault("latency:3000", duration=30)
     t0 = time.perf_counter()
     async with httpx.AsyncClient(base_url=gw.url, timeout=10) as c:
         r = await c.post("/v1/chat/completions", json={"model": "chat", "stream": stream, "messages": MSG})
@@ -215,12 +215,12 @@ def test_breaker_trial_belongs_to_its_owner():
 
 
 async def test_requests_rerouted_by_a_drills_open_breaker_are_marked(gateway_cfg, start_gateway, recorder):
-    from gateway.routing.faults import parse_fault
+    from gateway.routing.faults import parse_drill_fault
 
     gateway_cfg["breaker"] = {"failures_to_open": 1, "cooldown": 60}
     gateway_cfg["retry"]["max_attempts_per_target"] = 1
     gw = await start_gateway(gateway_cfg, store=recorder)
-    gw.runtime.targets["openai/gpt-4.1"].fault = parse_fault("error:503", duration=30, drill_id="drill_x")
+    gw.runtime.targets["openai/gpt-4.1"].fault = parse_drill_fault("error:503", duration=30, drill_id="drill_x")
     async with httpx.AsyncClient(base_url=gw.url, timeout=10) as c:
         for _ in range(3):
             r = await c.post("/v1/chat/completions", json={"model": "chat", "messages": MSG})

@@ -20,7 +20,7 @@ import logging
 import re
 import time
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 from urllib.parse import unquote
 
 import orjson
@@ -28,10 +28,8 @@ from aiohttp import web
 
 from gateway.control import overrides
 from gateway.control.drills import DrillError, DrillManager, stored_json
+from gateway.parts import GatewayView
 from gateway.runtime import OperatorError, Runtime, Target
-
-if TYPE_CHECKING:  # pragma: no cover
-    from gateway.app import Gateway
 
 log = logging.getLogger("patchbay.admin")
 
@@ -106,7 +104,7 @@ def _list_param(value: str | None) -> list[str] | None:
 class Admin:
     """Handlers bound to one gateway."""
 
-    def __init__(self, gateway: "Gateway", token: str):
+    def __init__(self, gateway: GatewayView, token: str):
         self.gw = gateway
         self.rt: Runtime = gateway.runtime  # type: ignore[assignment]
         self._token = token.encode()
@@ -241,9 +239,8 @@ class Admin:
             "breaker": {"failures_to_open": cfg.breaker.failures_to_open, "cooldown": cfg.breaker.cooldown},
             "malformed_events": self.rt.malformed_events, "sse_clients": self._sse_clients,
         }
-        for extra in self.gw.extras:
-            if hasattr(extra, "skipped_busy"):
-                st["gateway"]["prober"].update(extra.stats())
+        if self.gw.prober is not None:
+            st["gateway"]["prober"].update(self.gw.prober.stats())
         return st
 
     async def get_state(self, request: web.Request) -> web.Response:
@@ -434,8 +431,8 @@ class Admin:
 ADMIN_KEY = web.AppKey("admin", Admin)
 
 
-def make_admin_app(gateway: "Gateway", token: str) -> web.Application:
-    """The admin aiohttp app; registers the drill manager with the gateway so stop() ends drills."""
+def make_admin_app(gateway: GatewayView, token: str) -> web.Application:
+    """The admin aiohttp app; `app[ADMIN_KEY].drills` must be stopped with the gateway."""
     admin = Admin(gateway, token)
     app = web.Application(middlewares=[admin.middleware], client_max_size=MAX_BODY)
     r = app.router
@@ -454,7 +451,6 @@ def make_admin_app(gateway: "Gateway", token: str) -> web.Application:
     app.on_shutdown.append(admin.on_shutdown)
     app.on_cleanup.append(admin.on_cleanup)
     app[ADMIN_KEY] = admin
-    gateway.extras.append(admin.drills)
     return app
 
 

@@ -2,7 +2,7 @@
 
 An operator's trust in failover comes from seeing it work, on the real
 gateway, under real (or synthetic) traffic, with numbers. A drill sets a
-`Fault` on one target (the router and the prober both go through the same
+`DrillFault` on one target (the router and the prober both go through the same
 fault gate, so live requests and probes see it exactly as if the vendor had
 it), optionally drives synthetic requests through every route holding the
 target via the gateway's own data listener (marked `x-patchbay-drill`, so
@@ -27,18 +27,16 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from gateway.config import split_hostport
-from gateway.routing.faults import FaultSpecError, parse_fault
+from gateway.routing.faults import DrillFaultError, parse_drill_fault
+from gateway.parts import GatewayView
 from gateway.runtime import Runtime, Target
 from gateway.vendors.http import UpstreamError
 from store.records import DrillRow, new_id
-
-if TYPE_CHECKING:  # pragma: no cover
-    from gateway.app import Gateway
 
 log = logging.getLogger("patchbay.drills")
 
@@ -124,7 +122,7 @@ def _p50(values: list[float]) -> float | None:
 class DrillManager:
     """Runs drills for one gateway; `stop()` ends them all (the gateway calls it on shutdown)."""
 
-    def __init__(self, gateway: "Gateway"):
+    def __init__(self, gateway: GatewayView):
         self.gw = gateway
         self.rt: Runtime = gateway.runtime  # type: ignore[assignment]
         self.drills: dict[str, Drill] = {}
@@ -180,8 +178,8 @@ class DrillManager:
                 raise DrillError(409, f"drill {d.id} is already running on {tid}; DELETE it first", "conflict")
         did = new_id("drill")
         try:
-            fault = parse_fault(spec, duration=float(duration), drill_id=did, retry_after=retry_after)
-        except FaultSpecError as e:
+            fault = parse_drill_fault(spec, duration=float(duration), drill_id=did, retry_after=retry_after)
+        except DrillFaultError as e:
             raise DrillError(400, str(e)) from None
         routes = [r.name for r in self.rt.routes_of(tid)]
         d = Drill(id=did, target=tid, fault=fault.spec, duration=float(duration), traffic=float(traffic), by=by,

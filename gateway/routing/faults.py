@@ -1,6 +1,6 @@
 """Faults injected by the gateway itself for a target (failover drills).
 
-A drill sets a Fault on a target; every attempt and probe to that target sees
+A drill sets a DrillFault on a target; every attempt and probe to that target sees
 it exactly as if the vendor misbehaved, without touching the vendor.
 
 - `error:<status>`: the vendor answers that status (429 carries Retry-After).
@@ -9,6 +9,9 @@ it exactly as if the vendor misbehaved, without touching the vendor.
 - `latency:<ms>`: the real call, delayed by ms.
 - `stream_cut`: the real call; a stream is cut after its first token, a
   non-streaming body is lost after the headers (a reset).
+
+Not to be confused with the fake vendors' fault switches (`gateway/mock/faults.py`,
+`patchbay mock`), which make a fake vendor itself misbehave and have their own grammar.
 """
 
 from __future__ import annotations
@@ -20,15 +23,15 @@ from dataclasses import dataclass
 from gateway.routing.verdicts import timeout_error
 from gateway.vendors.base import ErrorClass, VendorError, status_class
 
-FAULT_KINDS = ("error", "timeout", "hang", "latency", "stream_cut")
+DRILL_FAULT_KINDS = ("error", "timeout", "hang", "latency", "stream_cut")
 
 
-class FaultSpecError(ValueError):
+class DrillFaultError(ValueError):
     pass
 
 
 @dataclass(frozen=True, slots=True)
-class Fault:
+class DrillFault:
     kind: str
     status: int = 0
     ms: float = 0.0
@@ -49,33 +52,33 @@ class Fault:
         return self.kind
 
 
-def parse_fault(spec: str, *, duration: float | None = None, drill_id: str | None = None,
-                retry_after: float | None = None) -> Fault:
+def parse_drill_fault(spec: str, *, duration: float | None = None, drill_id: str | None = None,
+                retry_after: float | None = None) -> DrillFault:
     """Parse "error:503", "error:429", "timeout", "hang", "latency:800", "stream_cut"."""
     if not isinstance(spec, str):
-        raise FaultSpecError("fault must be a string like 'error:503'")
+        raise DrillFaultError("fault must be a string like 'error:503'")
     kind, _, arg = spec.partition(":")
     until = time.monotonic() + duration if duration is not None else float("inf")
     if kind == "error":
         if not arg.isdigit() or not 400 <= int(arg) <= 599:
-            raise FaultSpecError(f"fault {spec!r}: error needs an HTTP status 400-599, e.g. error:503")
+            raise DrillFaultError(f"fault {spec!r}: error needs an HTTP status 400-599, e.g. error:503")
         status = int(arg)
         ra = retry_after if retry_after is not None else (1.0 if status == 429 else None)
-        return Fault("error", status=status, retry_after=ra, until=until, drill_id=drill_id)
+        return DrillFault("error", status=status, retry_after=ra, until=until, drill_id=drill_id)
     if kind == "latency":
         try:
             ms = float(arg)
         except ValueError:
-            raise FaultSpecError(f"fault {spec!r}: latency needs milliseconds, e.g. latency:800") from None
+            raise DrillFaultError(f"fault {spec!r}: latency needs milliseconds, e.g. latency:800") from None
         if not 0 <= ms <= 600_000:
-            raise FaultSpecError(f"fault {spec!r}: latency must be 0..600000 ms")
-        return Fault("latency", ms=ms, until=until, drill_id=drill_id)
+            raise DrillFaultError(f"fault {spec!r}: latency must be 0..600000 ms")
+        return DrillFault("latency", ms=ms, until=until, drill_id=drill_id)
     if kind in ("timeout", "hang", "stream_cut") and not arg:
-        return Fault(kind, until=until, drill_id=drill_id)
-    raise FaultSpecError(f"unknown fault {spec!r}; use error:<status>, timeout, hang, latency:<ms> or stream_cut")
+        return DrillFault(kind, until=until, drill_id=drill_id)
+    raise DrillFaultError(f"unknown fault {spec!r}; use error:<status>, timeout, hang, latency:<ms> or stream_cut")
 
 
-async def apply_fault(fault: Fault | None, deadline: float, first_byte: float, total: float) -> None:
+async def apply_fault(fault: DrillFault | None, deadline: float, first_byte: float, total: float) -> None:
     """A drill's fault before the real call (or instead of it), as a misbehaving vendor would act."""
     if fault is None:
         return

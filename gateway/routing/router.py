@@ -20,7 +20,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 from gateway.config import Config
 from gateway.routing.attempt import NET_ERRORS, net_error, settle
 from gateway.routing.call import Answer, Call, ClientError, Failed
-from gateway.routing.faults import Fault, apply_fault
+from gateway.routing.faults import DrillFault, apply_fault
 from gateway.routing.stream import OpenStream, StreamState
 from gateway.routing.verdicts import NO_VERDICT, SHUTDOWN, TOO_LARGE, TOTAL_TIMEOUT, timeout_error
 from gateway.runtime import Runtime, Target
@@ -100,7 +100,7 @@ class Router:
 
     # ------------------------------------------------------------------ the walk
 
-    async def _walk(self, call: Call, attempt: Callable[[Target, Fault | None, float], Awaitable[R]]
+    async def _walk(self, call: Call, attempt: Callable[[Target, DrillFault | None, float], Awaitable[R]]
                     ) -> tuple[Target, R] | Failed:
         """Try targets in order under the contract; the first answer, or why there is none."""
         deadline = call.t0 + self.cfg.timeouts.total
@@ -170,7 +170,7 @@ class Router:
             return Failed(ce, err, call.fallback, detail=tried)
         return Failed(ce, err, detail=ce.message)
 
-    async def _on_target(self, call: Call, t: Target, attempt: Callable[[Target, Fault | None, float], Awaitable[R]],
+    async def _on_target(self, call: Call, t: Target, attempt: Callable[[Target, DrillFault | None, float], Awaitable[R]],
                          deadline: float) -> R | VendorError:
         """Attempts on one target with retries, each settled into the log, health and breaker."""
         retry = self.cfg.retry
@@ -256,7 +256,7 @@ class Router:
             data = scrub_text(data, t.secret_bytes)
         return scrub(t.adapter.classify_error(resp.status, resp.headers, data), t.secrets)
 
-    async def fault_gate(self, fault: Fault | None, deadline: float) -> float:
+    async def fault_gate(self, fault: DrillFault | None, deadline: float) -> float:
         """Apply a drill's fault before the real call; returns the seconds it made us wait."""
         if fault is None:
             return 0.0
@@ -285,7 +285,7 @@ class Router:
         res = await self._walk(call, lambda t, f, d: self._attempt_chat(call, t, f, d))
         return res if isinstance(res, Failed) else res[1]
 
-    async def _attempt_chat(self, call: Call, t: Target, fault: Fault | None, deadline: float) -> ChatResult:
+    async def _attempt_chat(self, call: Call, t: Target, fault: DrillFault | None, deadline: float) -> ChatResult:
         call.waited_s += await self.fault_gate(fault, deadline)
         req = self._translate(call, t, False)
         timeouts = self.cfg.timeouts
@@ -345,7 +345,7 @@ class Router:
         call.waited_s += st.waited_s
         return LiveStream(self, call, t, st)
 
-    async def _open(self, call: Call, t: Target, fault: Fault | None, deadline: float,
+    async def _open(self, call: Call, t: Target, fault: DrillFault | None, deadline: float,
                     prefill: str | None = None) -> OpenStream:
         """Connect and read until the first token; every failure here is before the client saw anything."""
         if self.closing:
