@@ -34,6 +34,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.routing.attempt import NET_ERRORS, net_error, settle
@@ -52,8 +53,12 @@ class _Inconclusive(Exception):
 
 class Prober:
     def __init__(self, runtime: Runtime, router: Router, *, interval: float | None = None,
-                 mode: str | None = None):
+                 mode: str | None = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
         self.rt = runtime
+        # When probes are due (tests pass virtual time; the breakers' clock must be the same one).
+        self._clock = clock
+        self._sleep = sleep
         cfg = runtime.config.prober
         self.interval = float(interval if interval is not None else cfg.interval)
         self.mode = mode or cfg.mode
@@ -90,10 +95,10 @@ class Prober:
 
     async def _loop(self, t: Target) -> None:
         # Spread first probes over one interval so N targets do not all probe at start.
-        next_at = time.monotonic() + random.uniform(0.0, self.interval)
+        next_at = self._clock() + random.uniform(0.0, self.interval)
         tried_for_open: float | None = None   # breaker.opened_at we already woke early for
         while True:
-            now = time.monotonic()
+            now = self._clock()
             wake = next_at
             b = t.breaker
             early = False
@@ -102,14 +107,14 @@ class Prober:
                 if ready < wake:
                     wake, early = max(now, ready), True
             if wake > now:
-                await asyncio.sleep(wake - now)
+                await self._sleep(wake - now)
             if early:
                 tried_for_open = b.opened_at
-                if b.state == "closed" or time.monotonic() < b.ready_at:
+                if b.state == "closed" or self._clock() < b.ready_at:
                     continue   # someone else closed it, or it re-opened meanwhile: reschedule
                 await self._guarded(t, scheduled=False)
                 continue
-            next_at = time.monotonic() + self._next_wait()
+            next_at = self._clock() + self._next_wait()
             await self._guarded(t, scheduled=True)
 
     async def _guarded(self, t: Target, scheduled: bool) -> None:
