@@ -185,6 +185,12 @@ class FakePool(Pool):
         self.closed = 0
         self.unscripted: list[str] = []
 
+    @classmethod
+    def for_config(cls, cfg: Any) -> FakePool:
+        """With the configured limits, as `gateway.routing.router.pool_for` builds the real one."""
+        up = cfg.upstream
+        return cls(cfg.timeouts.connect, header_limit=up.max_header_bytes, body_limit=up.max_body_bytes)
+
     def script(self, url: str, replies: Iterable[Reply]) -> FakePool:
         """Queue replies for `url` (scheme://host[:port]/path), answered in order."""
         q = self._scripts.setdefault(url, deque())
