@@ -279,7 +279,7 @@ class Router:
                 cost = None
                 if not call.stream:
                     cost = t.cost(result.usage)
-                    t.health.observe(True, lat_ms, cost=cost or 0.0)
+                    t.health.observe(True, cost=cost or 0.0)
                 return Answer(t, result, cost)
             call.attempts.append(AttemptRow(call.id, len(call.attempts) + 1, t.id, ts, lat_ms, err.cls.value,
                                             err.status, err.message[:500], drill_id=call.drill_id))
@@ -493,6 +493,8 @@ class Router:
                 row.request_body = None
             if answer is not None:
                 row.response_body = answer.decode() if isinstance(answer, bytes) else answer
+        if outcome == "ok" and target is not None:  # the tile's latency is the log's latency
+            target.health.answered(row.latency_ms, ttft_ms)
         store.put(row)
         for a in call.attempts:
             store.put(a)
@@ -622,7 +624,7 @@ class Router:
             st.close()
         cost = out.total_cost()
         if outcome == "ok":
-            final.health.observe(True, (time.perf_counter() - st.started) * 1000, cost=cost or 0.0)
+            final.health.observe(True, cost=cost or 0.0)
         self._record(call, outcome, 200, final, out.total_usage(), cost, ttft_ms, err_cls, err_msg, overhead,
                      out.text)
         return resp

@@ -16,7 +16,7 @@ from gateway.adapters.base import Adapter, vendor_secrets
 from gateway.breaker import Breaker
 from gateway.config import Config, Price, TargetConfig, VendorConfig
 from gateway.faults import Fault
-from gateway.health import Health
+from gateway.health import SERIES_STEP_S, Health
 from store.records import EventRow
 
 
@@ -250,11 +250,14 @@ class Runtime:
             "breaker_retry_in_s": (round(max(0.0, b.ready_at - time.monotonic()), 3)
                                    if b.state != "closed" else None),
             "p50_ms": h["p50_ms"], "p95_ms": h["p95_ms"], "latency_source": h["latency_source"],
+            "ttft_p50_ms": h["ttft_p50_ms"], "ttft_p95_ms": h["ttft_p95_ms"],
             "success_rate": h["success_rate"],
-            "rpm": h["rpm"], "cost_per_hour": h["cost_per_hour"],
+            "rpm": h["rpm"], "rpm_now": h["rpm_now"], "cost_per_hour": h["cost_per_hour"],
+            "priced": t.price is not None,
             "last_error": h["last_error"], "last_error_ts": h["last_error_at"],
             "last_ok_ts": t.health.last_ok_at, "last_probe": t.health.last_probe,
-            "latency_series": h["latency_series"], "inflight": t.inflight,
+            "latency_series": h["latency_series"], "ttft_series": h["ttft_series"],
+            "series_step_s": SERIES_STEP_S, "inflight": t.inflight,
             "observations": h["observations"],
             "fault": ({"spec": fault.spec, "drill_id": fault.drill_id} if fault is not None else None),
             "routes": [r.name for r in self.routes_of(t.id)],
