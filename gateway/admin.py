@@ -306,7 +306,8 @@ class Admin:
         route = self._name(request.match_info["route"])
         data = await self.body(request)
         if "order" not in data:
-            raise AdminHTTPError(400, 'Send {"order": [target ids]} listing every target of the route.',
+            raise AdminHTTPError(400, 'Send {"order": [target ids]}: the targets to put first, in that '
+                                 'order (the rest keep their order after them).',
                                  "missing_required_parameter", "order")
         old = list(self.rt.routes[route].order) if route in self.rt.routes else None
         r = self.rt.set_order(route, data["order"])

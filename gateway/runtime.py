@@ -180,25 +180,28 @@ class Runtime:
         return [t.id for t in rc.targets] if rc is not None else []
 
     def set_order(self, route: str, order: list[str]) -> Route:
+        """Put the listed targets first, in the order given; the rest keep their order after them.
+
+        A full list is a whole new order; `["b"]` on `a, b, c` gives `b, a, c`.
+        """
         r = self.routes.get(route)
         if r is None:
             raise OperatorError(f"unknown route {route!r}; routes: {', '.join(self.routes) or 'none'}", 404)
         if not isinstance(order, list) or not all(isinstance(x, str) for x in order):
             raise OperatorError('"order" must be a list of target ids')
-        if len(order) != len(r.order) or set(order) != set(r.order):
-            missing = [t for t in r.order if t not in order]
-            extra = [t for t in order if t not in r.order]
-            dup = sorted({t for t in order if order.count(t) > 1})
-            parts = []
-            if missing:
-                parts.append(f"missing {', '.join(missing)}")
-            if extra:
-                parts.append(f"not in this route: {', '.join(extra)}")
-            if dup:
-                parts.append(f"repeated: {', '.join(dup)}")
-            raise OperatorError(f"order for route {route!r} must list each of its targets exactly once "
-                                f"({'; '.join(parts) or 'wrong length'}); targets: {', '.join(r.order)}")
-        r.order = list(order)
+        extra = [t for t in order if t not in r.order]
+        dup = sorted({t for t in order if order.count(t) > 1})
+        parts = []
+        if not order:
+            parts.append("no target listed")
+        if extra:
+            parts.append(f"not in this route: {', '.join(extra)}")
+        if dup:
+            parts.append(f"repeated: {', '.join(dup)}")
+        if parts:
+            raise OperatorError(f"order for route {route!r} lists the targets to put first, each once "
+                                f"({'; '.join(parts)}); targets: {', '.join(r.order)}")
+        r.order = list(order) + [t for t in r.order if t not in order]
         return r
 
     def target(self, target_id: str) -> Target:

@@ -42,8 +42,12 @@ def test_status_order_disable_enable(stack, capsys):
 
     code, out, err = run(capsys, "order", "chat", "deepseek/deepseek-chat", "openai/gpt-4.1", "--admin-url", url)
     assert code == 0 and "route chat: deepseek/deepseek-chat > openai/gpt-4.1" in out
+    code, out, err = run(capsys, "order", "chat", "openai/gpt-4.1", "--admin-url", url)
+    assert code == 0 and "route chat: openai/gpt-4.1 > deepseek/deepseek-chat" in out, err
     code, out, err = run(capsys, "order", "chat", "deepseek/deepseek-chat", "--admin-url", url)
-    assert code == 1 and "missing openai/gpt-4.1" in err
+    assert code == 0 and "route chat: deepseek/deepseek-chat > openai/gpt-4.1" in out, err
+    code, out, err = run(capsys, "order", "chat", "gemini/nope", "--admin-url", url)
+    assert code == 1 and "not in this route: gemini/nope" in err
 
     code, out, err = run(capsys, "disable", "openai/gpt-4.1", "--reason", "maintenance", "--admin-url", url)
     assert code == 0 and "openai/gpt-4.1: disabled (maintenance)" in out
