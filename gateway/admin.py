@@ -336,7 +336,9 @@ class Admin:
         data = await self.body(request)
         who = self.who(request)
         reason = self._reason(data) if action == "disable" else None
-        changed = [t.id for t in targets if self.rt.set_disabled(t, action == "disable", reason, who)]
+        before = {t.id: t.disabled for t in targets}
+        self.rt.set_vendor_disabled(vendor, action == "disable", reason, who)
+        changed = [t.id for t in targets if t.disabled != before[t.id]]
         persisted = self._persist()
         self.rt.emit("operator", action=f"vendor_{action}", vendor=vendor, who=who, reason=reason,
                      targets=[t.id for t in targets], changed=changed)

@@ -134,6 +134,21 @@ def table(headers: list[str], rows: list[list[str]], right: set[int] | None = No
     return "\n".join(lines)
 
 
+def disable_words(d: dict[str, Any]) -> str:
+    """One disable as words: its reason, or who did it."""
+    return d.get("reason") or (f"by {d['by']}" if d.get("by") else "no reason given")
+
+
+def disabled_words(t: dict[str, Any]) -> str:
+    """Why a target is off: its own disable and its vendor's, both when both hold."""
+    parts = []
+    if t.get("target_disabled"):
+        parts.append(f"target: {disable_words(t['target_disabled'])}")
+    if t.get("vendor_disabled"):
+        parts.append(f"vendor {t.get('vendor', '')}: {disable_words(t['vendor_disabled'])}")
+    return "; ".join(parts) or str(t.get("disabled_reason") or "disabled")
+
+
 def format_status(st: dict[str, Any]) -> str:
     g = st.get("gateway", {})
     store = st.get("store", {})
@@ -154,7 +169,7 @@ def format_status(st: dict[str, Any]) -> str:
         state = t.get("state", "?")
         if t.get("fault"):
             state += "*"
-        last = t.get("disabled_reason") if t.get("disabled") else t.get("last_error")
+        last = disabled_words(t) if t.get("disabled") else t.get("last_error")
         last = " ".join(str(last or "-").split())
         probe = "~" if t.get("latency_source") == "probes" else ""
         rows.append([t["id"], state, t.get("breaker", "?"), probe + _ms(t.get("p50_ms")), probe + _ms(t.get("p95_ms")),
@@ -233,10 +248,17 @@ def _toggle(api: AdminAPI, args: argparse.Namespace, out: TextIO, action: str) -
         t = r["target"]
         print(f"{t['id']}: {t['state']}" + (f" ({t['disabled_reason']})" if t.get("disabled_reason") else "")
               + ("" if r.get("changed") else " (no change)"), file=out)
+        if action == "enable" and t.get("vendor_disabled"):
+            print(f"  still off: its vendor {t['vendor']} is disabled ({disable_words(t['vendor_disabled'])}); "
+                  f"`patchbay enable {t['vendor']}` turns the vendor back on", file=out)
     else:
         r = api.call("POST", f"/admin/vendors/{quote(what, safe='')}/{action}", json=body)
-        print(f"vendor {r['vendor']}: {action}d {len(r['targets'])} target(s): "
+        print(f"vendor {r['vendor']}: {action}d, {len(r['targets'])} target(s): "
               + ", ".join(t["id"] for t in r["targets"]), file=out)
+        for t in r["targets"]:
+            if action == "enable" and t.get("target_disabled"):
+                print(f"  still off: {t['id']} is disabled by itself ({disable_words(t['target_disabled'])}); "
+                      f"`patchbay enable {t['id']}` turns it back on", file=out)
     if r.get("persisted") is False:
         print(f"warning: not saved to the overrides file: {r.get('persist_error')}", file=out)
     return 0

@@ -52,7 +52,7 @@ def test_status_order_disable_enable(stack, capsys):
     code, out, err = run(capsys, "disable", "openai/gpt-4.1", "--reason", "maintenance", "--admin-url", url)
     assert code == 0 and "openai/gpt-4.1: disabled (maintenance)" in out
     code, out, err = run(capsys, "disable", "deepseek", "--admin-url", url)
-    assert code == 0 and "vendor deepseek: disabled 1 target(s): deepseek/deepseek-chat" in out
+    assert code == 0 and "vendor deepseek: disabled, 1 target(s): deepseek/deepseek-chat" in out
     code, out, _ = run(capsys, "status", "--admin-url", url)
     assert "serving: NOTHING" in out and "maintenance" in out
     assert gw.runtime.targets["openai/gpt-4.1"].disabled_by == "127.0.0.1 (dave)"
@@ -100,3 +100,28 @@ def test_drill_waits_and_prints_the_report_then_history(stack, capsys):
     rows = [ln for ln in out.splitlines()[2:] if ln.strip() and not ln.startswith("(")]
     assert len(rows) == 5 and all("deepseek/deepseek-chat" in ln and "(drill)" in ln for ln in rows)
     assert "use --limit for more" in out
+
+
+def test_target_and_vendor_disables_are_kept_apart(stack, capsys):
+    """Issue 12: disabling a target then its vendor keeps both reasons; enabling the vendor leaves
+    the target off (and says so), and both survive in the overrides file."""
+    mock, gw, url = stack
+    run(capsys, "disable", "openai/gpt-4.1", "--reason", "incident 42", "--admin-url", url)
+    code, out, err = run(capsys, "disable", "openai", "--reason", "vendor outage", "--admin-url", url)
+    assert code == 0, err
+    code, out, _ = run(capsys, "status", "--admin-url", url)
+    line = next(ln for ln in out.splitlines() if ln.startswith("openai/gpt-4.1"))
+    assert "target: incident 42" in line and "vendor openai: vendor outage" in line
+    from gateway.overrides import current
+    saved = current(gw.runtime)
+    assert saved["disabled"]["openai/gpt-4.1"]["reason"] == "incident 42"
+    assert saved["disabled_vendors"]["openai"]["reason"] == "vendor outage"
+    code, out, err = run(capsys, "enable", "openai", "--admin-url", url)
+    assert code == 0 and "still off: openai/gpt-4.1 is disabled by itself (incident 42)" in out
+    assert gw.runtime.targets["openai/gpt-4.1"].disabled
+    assert gw.runtime.targets["openai/gpt-4.1"].disabled_reason == "incident 42"
+    run(capsys, "disable", "openai", "--reason", "vendor outage", "--admin-url", url)
+    code, out, err = run(capsys, "enable", "openai/gpt-4.1", "--admin-url", url)
+    assert code == 0 and "still off: its vendor openai is disabled (vendor outage)" in out
+    run(capsys, "enable", "openai", "--admin-url", url)
+    assert not gw.runtime.targets["openai/gpt-4.1"].disabled
