@@ -103,6 +103,16 @@ def _list_param(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _flag(value: str | None, name: str) -> bool:
+    """A yes/no query parameter: 1/true/yes or 0/false/no (absent: no)."""
+    v = (value or "").strip().lower()
+    if v in ("", "0", "false", "no"):
+        return False
+    if v in ("1", "true", "yes"):
+        return True
+    raise AdminHTTPError(400, f"'{name}' must be 1 or 0; got {value[:20]!r}", "invalid_value", name)
+
+
 class Admin:
     """Handlers bound to one gateway."""
 
@@ -400,7 +410,8 @@ class Admin:
         kw = dict(route=_list_param(q.get("route")), target=_list_param(q.get("target")),
                   outcome=_list_param(q.get("outcome")), since=parse_time(q.get("since"), "since"),
                   until=parse_time(q.get("until"), "until"), q=(q.get("q") or None), limit=limit,
-                  cursor=(q.get("cursor") or None), drill_id=(q.get("drill_id") or None))
+                  cursor=(q.get("cursor") or None), drill_id=(q.get("drill_id") or None),
+                  failover=_flag(q.get("failover"), "failover"))
         from store.history import BadCursor
         try:
             rows, cursor = await self.in_thread(self.history().list_requests, **kw)

@@ -286,3 +286,60 @@ def test_both_search_strategies_agree(big, monkeypatch, threshold, q, filters) -
 
     with History(path) as h:
         assert page_all(h, 60, q=q, **filters) == expected(rows, pred)
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[RequestRow], dict[str, list[AttemptRow]]]:
+    """3,000 requests with attempt chains: some fail over from one target to another."""
+    path = str(tmp_path_factory.mktemp("chains") / "log.db")
+    rnd = random.Random(11)
+    rows, attempts = [], {}
+    t0 = 1_700_000_000.0
+    for i in range(3000):
+        ts = t0 + i // 2
+        rid = f"req_{rnd.getrandbits(64):016x}"
+        tried = rnd.sample(TARGETS, rnd.choice([1, 1, 1, 2, 3]))
+        chain = []
+        for n, tgt in enumerate(tried, 1):
+            last = n == len(tried)
+            chain.append(AttemptRow(rid, n, tgt, ts + n * 0.5, 100.0, "ok" if last else "server_error",
+                                    200 if last else 503, None if last else f"{tgt} answered 503 overloaded #{i}"))
+        rows.append(RequestRow(id=rid, ts=ts, route="chat", stream=False, outcome="ok", http_status=200,
+                               final_target=tried[-1], attempts=len(chain), failovers=len(chain) - 1,
+                               latency_ms=100.0 * len(chain)))
+        attempts[rid] = chain
+    store = Store(path).start()
+    for r in rows:
+        assert store.put(r)
+        for a in attempts[r.id]:
+            assert store.put(a)
+    assert store.close(timeout=60)
+    return path, rows, attempts
+
+
+def test_target_filter_finds_requests_that_failed_over_away_from_it(chains) -> None:
+    """Issue 12: a target filter matches any attempt on it, keyset pages included."""
+    path, rows, attempts = chains
+    tried = lambda r, t: any(a.target == t for a in attempts[r.id])  # noqa: E731
+    with History(path) as h:
+        ids = page_all(h, 50, target="openai/gpt-4.1")
+        assert ids == expected(rows, lambda r: tried(r, "openai/gpt-4.1"))
+        assert any(r.final_target != "openai/gpt-4.1" for r in rows if r.id in set(ids))
+        ids = page_all(h, 40, target=["openai/gpt-4.1", "deepseek/deepseek-chat"], failover=True,
+                       since=1_700_000_000.0 + 300)
+        assert ids == expected(rows, lambda r: (tried(r, "openai/gpt-4.1") or tried(r, "deepseek/deepseek-chat"))
+                               and r.failovers > 0 and r.ts >= 1_700_000_300.0)
+
+
+def test_failover_filter_and_search_over_every_attempts_error(chains) -> None:
+    path, rows, attempts = chains
+    with History(path) as h:
+        assert page_all(h, 100, failover=True) == expected(rows, lambda r: r.failovers > 0)
+        # the final error of these requests is empty: only an attempt's error says "#1234"
+        got = page_all(h, 10, q="overloaded #1234")
+        assert got == expected(rows, lambda r: any("overloaded #1234" in (a.error or "") for a in attempts[r.id]))
+        assert got
+        got = page_all(h, 30, q="anthropic/claude-sonnet answered", target="gemini/gemini-2.0-flash")
+        assert got == expected(rows, lambda r: any(a.target == "gemini/gemini-2.0-flash" for a in attempts[r.id])
+                               and any("anthropic/claude-sonnet answered" in (a.error or "")
+                                       for a in attempts[r.id]))
