@@ -131,6 +131,8 @@ class Config:
     vendors: dict[str, VendorConfig]
     routes: dict[str, RouteConfig]
     prices: dict[str, Price]
+    # Things that work but are likely mistakes, as (key path, words); check-config and serve print them.
+    warnings: tuple[tuple[str, str], ...] = ()
 
     @property
     def overrides_path(self) -> str:
@@ -420,6 +422,10 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
         if not isinstance(praw, dict):
             c.add(pkey, f"must be a table like {{ input = 2.0, output = 8.0 }}, got {_tname(praw)}")
             continue
+        missing = [k for k in ("input", "output") if k not in praw]
+        if missing:
+            c.add(pkey, f"needs {' and '.join(missing)} too (USD per million tokens, e.g. "
+                        "{ input = 2.0, output = 8.0 })")
         pv = c.section(praw, pkey, {"input": (_NUM, 0.0, _non_negative), "output": (_NUM, 0.0, _non_negative)})
         prices[tid] = Price(input=float(pv["input"]), output=float(pv["output"]))
 
@@ -437,7 +443,36 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
     for name in route_names & all_ids:
         c.add("routes", f"route name {name!r} is also a target id; clients could not tell them apart")
 
+    if _same_listener(server.listen, server.admin_listen):
+        c.add("server.admin_listen", f"must differ from server.listen ({server.listen}): the admin API "
+                                     "needs its own port")
+
+    warnings: list[tuple[str, str]] = []
+    for tid in prices:
+        if tid not in all_ids and all_ids:
+            warnings.append((f'prices."{tid}"', f"no route has this target, so this price is never used "
+                                                f"(targets: {', '.join(sorted(all_ids))})"))
+    admin_host = server.admin_listen.rpartition(":")[0].strip("[]")
+    if admin_host in ("0.0.0.0", "::", ""):
+        warnings.append(("server.admin_listen", f"{server.admin_listen} accepts admin connections from every "
+                                                "network; keep it on 127.0.0.1 and reach it over SSH"))
+    if not env.get(server.admin_token_env):
+        warnings.append(("server.admin_token_env", f"{server.admin_token_env} is not set: the admin API stays "
+                                                   "off, so the panel and operator commands cannot attach"))
+
     if c.problems:
         raise ConfigError(path, c.problems)
     return Config(path=path, server=server, store=store, timeouts=timeouts, retry=retry,
-                  breaker=breaker, prober=prober, vendors=vendors, routes=routes, prices=prices)
+                  breaker=breaker, prober=prober, vendors=vendors, routes=routes, prices=prices,
+                  warnings=tuple(warnings))
+
+
+def _same_listener(a: str, b: str) -> bool:
+    """Two host:port listeners that cannot both bind (same port on the same or a wildcard host)."""
+    try:
+        ha, pa = split_hostport(a)
+        hb, pb = split_hostport(b)
+    except ValueError:
+        return False
+    wild = ("0.0.0.0", "::", "")
+    return pa == pb and pa != 0 and (ha == hb or ha in wild or hb in wild)
