@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 import time
@@ -46,7 +47,7 @@ class AdminAPI:
 
     def __init__(self, url: str | None, token: str | None = None, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None):
-        self.url = (url or DEFAULT_ADMIN_URL).rstrip("/")
+        self.url = admin_url(url)
         token = os.environ.get(TOKEN_ENV, "") if token is None else token
         headers = {"Accept": "application/json", "User-Agent": "patchbay-cli"}
         if token:
@@ -66,6 +67,10 @@ class AdminAPI:
         except httpx.TransportError as e:
             raise ControlError(f"cannot reach the admin API at {self.url} ({type(e).__name__}: {e or 'no answer'}). "
                                "Is the gateway running, and is --admin-url right?", EXIT_UNREACHABLE) from None
+        if _is_api_listener(resp):
+            raise ControlError(f"{self.url} is the gateway's client API (server.listen), not its admin API: "
+                               "point --admin-url at the admin listener (server.admin_listen, "
+                               f"default {DEFAULT_ADMIN_URL})")
         if resp.status_code == 401:
             hint = (f"{TOKEN_ENV} is not set" if not self.has_token
                     else f"the token in {TOKEN_ENV} is not the gateway's admin token")
@@ -80,6 +85,28 @@ class AdminAPI:
             msg = err.get("message") if isinstance(err, dict) else str(body)[:300]
             raise ControlError(f"HTTP {resp.status_code}: {msg}")
         return body
+
+
+def admin_url(url: str | None) -> str:
+    """The admin URL as given, with `http://` added when the scheme was left out (`127.0.0.1:4001`)."""
+    url = (url or DEFAULT_ADMIN_URL).strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url
+
+
+def _is_api_listener(resp: httpx.Response) -> bool:
+    """The client API answered (its 404 names /v1 paths; its 401 asks for a client key)."""
+    if resp.status_code not in (401, 404):
+        return False
+    try:
+        err = resp.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(err, dict):
+        return False
+    return err.get("code") == "invalid_api_key" or (
+        err.get("code") == "unknown_url" and "/v1/" in str(err.get("message", "")))
 
 
 def _run(args: argparse.Namespace, fn: Any, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -228,6 +255,9 @@ def format_report(d: dict[str, Any]) -> str:
 
 def _status(api: AdminAPI, args: argparse.Namespace, out: TextIO) -> int:
     st = api.call("GET", "/admin/state")
+    if getattr(args, "json", False):
+        print(json.dumps(st, indent=2, sort_keys=True), file=out)
+        return 0
     print(format_status(st), file=out)
     return 0
 
@@ -292,17 +322,10 @@ def _drill(api: AdminAPI, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _history(api: AdminAPI, args: argparse.Namespace, out: TextIO) -> int:
-    params = {k: v for k, v in (("route", args.route), ("target", args.target), ("outcome", args.outcome),
-                                ("q", getattr(args, "q", None)), ("limit", args.limit)) if v}
-    page = api.call("GET", "/admin/requests", params=params)
-    rows = page.get("requests") or []
-    if not rows:
-        print("no requests recorded" + (" matching the filters" if len(params) > 1 else ""), file=out)
-        return 0
-    from store.cli import format_history_table
-    print(format_history_table(rows), file=out)
-    if page.get("next_cursor"):
-        print(f"(showing the {len(rows)} most recent; use --limit for more)", file=out)
+    from store.cli import history_params, write_history
+    params = history_params(args)
+    page = api.call("GET", "/admin/requests", params={**params, "limit": args.limit})
+    write_history(page.get("requests") or [], page.get("next_cursor"), args.format, bool(params), out)
     return 0
 
 

@@ -125,3 +125,37 @@ def test_target_and_vendor_disables_are_kept_apart(stack, capsys):
     assert code == 0 and "still off: its vendor openai is disabled (vendor outage)" in out
     run(capsys, "enable", "openai", "--admin-url", url)
     assert not gw.runtime.targets["openai/gpt-4.1"].disabled
+
+
+def test_history_and_status_exports_and_admin_url_mistakes(stack, capsys, monkeypatch):
+    """Issue 12: `history` defaults to the admin API like every operator command, `--limit 0` is refused,
+    a URL without a scheme works, the API port is named as such, and --json / --csv export."""
+    import csv
+    import io
+    import json
+
+    import httpx
+
+    mock, gw, url = stack
+    for _ in range(3):
+        httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "chat", "messages": [
+            {"role": "user", "content": "hi"}]}, timeout=10)
+    gw.store.flush(5)
+    monkeypatch.chdir(gw.config.path.rsplit("/", 1)[0])     # a patchbay.toml here must not be read
+    monkeypatch.setenv("PATCHBAY_ADMIN_URL", url.removeprefix("http://"))
+    code, out, err = run(capsys, "history", "--limit", "2")
+    assert code == 0, err
+    assert "request id" in out.splitlines()[0] and out.count("req_") == 2
+    code, out, err = run(capsys, "history", "--json", "--limit", "3")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 3 and rows[0]["id"].startswith("req_")
+    code, out, err = run(capsys, "history", "--csv", "--admin-url", url, "--outcome", "ok")
+    table = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and len(table) == 3 and table[0]["final_target"] == "openai/gpt-4.1"
+    code, out, err = run(capsys, "status", "--json")
+    assert code == 0 and {t["id"] for t in json.loads(out)["targets"]} >= {"openai/gpt-4.1"}
+    with pytest.raises(SystemExit) as exc:
+        main(["history", "--limit", "0"])
+    assert exc.value.code == 2 and "must be 1-1000" in capsys.readouterr().err
+    code, out, err = run(capsys, "status", "--admin-url", gw.url)
+    assert code == 1 and "point --admin-url at the admin listener" in err and "Traceback" not in err
