@@ -218,34 +218,13 @@ def format_status(st: dict[str, Any]) -> str:
 
 
 def format_report(d: dict[str, Any]) -> str:
+    from gateway.drills import report_rows
     r = d.get("report") or {}
-
-    def s(v: Any) -> str:
-        return "-" if v is None else f"{v:.3f}s"
-
     lines = [f"drill {d['id']}: {d['fault']} on {d['target']} for {d.get('duration')}s -> {d['state']}"]
     if not r:
         return lines[0] + "\n  (no report yet)"
-    if r.get("error"):
-        lines.append(f"  report error: {r['error']}")
-    rows = [
-        ("time to detect", s(r.get("time_to_detect_s")) + (f" ({r['detected_by']})" if r.get("detected_by") else "")),
-        ("breaker open after", s(r.get("breaker_open_s"))),
-        ("time to fail over", s(r.get("time_to_failover_s"))),
-        ("requests in drill", str(r.get("requests", 0))),
-        ("requests rerouted", str(r.get("requests_rerouted", 0))),
-        ("client-visible errors", str(r.get("client_visible_errors", 0))),
-        ("fallback responses", str(r.get("fallback_responses", 0))),
-        ("failed attempts (hidden)", str(r.get("failed_attempts", 0))),
-        ("p50 during / before", f"{_ms(r.get('p50_ms_during'))} / {_ms(r.get('p50_ms_before'))}"),
-        ("added latency (p50)", "-" if r.get("added_latency_ms") is None else f"{r['added_latency_ms']:+.1f}ms"),
-        ("time back to normal", s(r.get("time_back_to_normal_s")) + f" ({r.get('recovery') or '-'})"),
-    ]
-    syn = r.get("synthetic") or {}
-    if syn.get("sent"):
-        rows.append(("synthetic traffic", f"{syn.get('sent')} sent, {syn.get('ok')} ok, {syn.get('failed')} failed"))
-    if r.get("answered_by"):
-        rows.append(("answered by", ", ".join(f"{k} {v}" for k, v in r["answered_by"].items())))
+    lines += [f"  warning: {w}" for w in r.get("warnings") or ()]
+    rows = d.get("report_rows") or report_rows(r)
     w = max(len(k) for k, _ in rows)
     lines += [f"  {k.ljust(w)}  {v}" for k, v in rows]
     return "\n".join(lines)
