@@ -442,6 +442,33 @@ class Admin:
                                     before_id=before, target=q.get("target") or None)
         return json_ok({"events": rows})
 
+    async def get_target(self, request: web.Request) -> web.Response:
+        """One target in depth (the panel's per-target view): its live figures, routes, and from the
+        store over `window` (5m, 1h, 24h...): latency/TTFT/attempt series, failures by class, recent
+        failed attempts, breaker transitions and state history."""
+        t = self._target(request.match_info["id"])
+        window = request.query.get("window", "1h")
+        m = _REL_TIME.match(window.strip().lower())
+        if not m:
+            raise AdminHTTPError(400, f"'window' must be a length like 5m, 1h or 24h; got {window[:20]!r}",
+                                 "invalid_value", "window")
+        span = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        if not 10 <= span <= 31 * 86400:
+            raise AdminHTTPError(400, "'window' must be between 10s and 31d.", "invalid_value", "window")
+        now = time.time()
+        h = self.history()
+
+        def read() -> dict[str, Any]:
+            return {"series": h.target_series(t.id, now - span, now),
+                    "failed_attempts": h.failed_attempts(t.id, now - span, 20),
+                    "breaker_events": h.list_events(kind="breaker", target=t.id, limit=20),
+                    "events": h.list_events(target=t.id, limit=30)}
+
+        stored = await self.in_thread(read)
+        routes = [{"name": r.name, "position": r.order.index(t.id) + 1, "of": len(r.order),
+                   "serving": self.rt.serving(r)} for r in self.rt.routes_of(t.id)]
+        return json_ok({"target": self.rt.target_json(t, now), "window": window, "routes": routes, **stored})
+
     # ------------------------------------------------------------ lifecycle
 
     async def on_shutdown(self, app: web.Application) -> None:
@@ -466,6 +493,7 @@ def make_admin_app(gateway: "Gateway", token: str) -> web.Application:
     r.add_get("/admin/events/recent", admin.get_events_recent)
     r.add_post(r"/admin/routes/{route:.+}/order", admin.post_order)
     r.add_post(r"/admin/targets/{id:.+}/{action:disable|enable}", admin.post_target)
+    r.add_get(r"/admin/targets/{id:.+}", admin.get_target)
     r.add_post(r"/admin/vendors/{vendor}/{action:disable|enable}", admin.post_vendor)
     r.add_post("/admin/drills", admin.post_drill)
     r.add_get("/admin/drills", admin.get_drills)

@@ -497,6 +497,57 @@ class History:
             entry["cost"] = float(r["cost"] or 0.0)
         return out
 
+    def target_series(self, target: str, since: float, until: float, buckets: int = 60) -> dict[str, Any]:
+        """One target over [since, until): per time bucket, p50/p95 of answered requests' total latency
+        and time to first token, attempts and failed attempts; and failed attempts by class.
+
+        Both are grouped in SQLite over covering indexes (latencies into 2%-wide log bins),
+        so 24 hours of a busy target come back as a few thousand small rows, not its requests.
+        """
+        conn = self._conn()
+        step = max(1e-3, (until - since) / buckets)
+        out: dict[str, Any] = {"since": since, "until": until, "step_s": step, "points": [], "errors_by_class": {}}
+        if conn is None:
+            return out
+        pts = [{"ts": since + i * step, "n": 0, "p50_ms": None, "p95_ms": None, "ttft_p50_ms": None,
+                "ttft_p95_ms": None, "attempts": 0, "failed": 0} for i in range(buckets)]
+        _ensure_ln(conn)
+        for col, key in (("latency_ms", ""), ("ttft_ms", "ttft_")):
+            hist: dict[int, dict[int, int]] = {}
+            for b, k, n in conn.execute(
+                f"SELECT CAST((ts - ?) / ? AS INTEGER) AS b, CAST(ln(max({col}, 0.01)) * {_LN_BINS} AS INTEGER) AS k, "
+                f"count(*) FROM requests INDEXED BY requests_final_target_lat WHERE final_target = ? "
+                f"AND outcome = 'ok' AND ts >= ? AND ts < ? AND {col} IS NOT NULL GROUP BY b, k",
+                (since, step, target, since, until)):
+                if 0 <= b < buckets:
+                    hist.setdefault(b, {})[k] = n
+            for b, h in hist.items():
+                total = sum(h.values())
+                if not key:
+                    pts[b]["n"] = total
+                p50, p95 = _bins_pct(h, total)
+                pts[b][f"{key}p50_ms"], pts[b][f"{key}p95_ms"] = p50, p95
+        by_class: dict[str, int] = {}
+        for b, outcome, n in conn.execute(
+            "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, outcome, count(*) FROM attempts INDEXED BY attempts_target_ts "
+            "WHERE target = ? AND ts >= ? AND ts < ? GROUP BY b, outcome", (since, step, target, since, until)):
+            if 0 <= b < buckets:
+                pts[b]["attempts"] += n
+                if outcome != "ok":
+                    pts[b]["failed"] += n
+            if outcome != "ok":
+                by_class[outcome] = by_class.get(outcome, 0) + n
+        out["points"] = pts
+        out["errors_by_class"] = dict(sorted(by_class.items(), key=lambda kv: -kv[1]))
+        return out
+
+    def failed_attempts(self, target: str, since: float | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The target's most recent failed attempts, newest first."""
+        sql = ("SELECT * FROM attempts INDEXED BY attempts_target_ts WHERE target = ? AND outcome != 'ok'"
+               + (" AND ts >= ?" if since is not None else "") + " ORDER BY ts DESC LIMIT ?")
+        params: list[Any] = [target] + ([float(since)] if since is not None else []) + [max(1, int(limit))]
+        return [_decode("attempts", r) for r in self._rows(sql, params)]
+
     def facets(self) -> dict[str, list[str]]:
         """Every route, final target and outcome ever logged (for filter pickers)."""
         out: dict[str, list[str]] = {"routes": [], "targets": [], "outcomes": []}
@@ -577,6 +628,36 @@ def _qualify(where: list[str]) -> str:
         w = re.sub(r"\b(ts|id|route|final_target|outcome|drill_id)\b", r"r.\1", w)
         out.append(w)
     return "".join(" AND " + w for w in out)
+
+
+_LN_BINS = 50          # ln(ms) * 50: bins about 2% wide, as the live health histograms
+
+
+def _ensure_ln(conn: sqlite3.Connection) -> None:
+    """SQLite builds without the math functions get `ln` from Python (slower, same answers)."""
+    try:
+        conn.execute("SELECT ln(2.0)").fetchone()
+    except sqlite3.OperationalError:
+        import math
+        conn.create_function("ln", 1, lambda v: math.log(v) if v and v > 0 else None, deterministic=True)
+
+
+def _bins_pct(hist: dict[int, int], total: int) -> tuple[float | None, float | None]:
+    """p50 and p95 from ln-bins (middle of the bin), with the zero-based int(q * n) rank."""
+    import math
+    out: list[float | None] = []
+    keys = sorted(hist)
+    for q in (0.5, 0.95):
+        rank = min(total - 1, int(q * total))
+        cum = 0
+        value = None
+        for k in keys:
+            cum += hist[k]
+            if cum > rank:
+                value = round(math.exp((k + 0.5) / _LN_BINS), 1)
+                break
+        out.append(value)
+    return out[0], out[1]
 
 
 def _percentile(sorted_values: list[float], p: float) -> float | None:

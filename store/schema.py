@@ -151,7 +151,7 @@ def _add_v2(db: sqlite_utils.Database) -> None:
     ended them), requests that failed over, and attempts' own errors, each an index walk."""
     db.executescript(
         """
-        CREATE INDEX IF NOT EXISTS attempts_target_ts ON attempts(target, ts);
+        CREATE INDEX IF NOT EXISTS attempts_target_ts ON attempts(target, ts, outcome);
         CREATE INDEX IF NOT EXISTS attempts_err_ts ON attempts(ts) WHERE error IS NOT NULL;
         CREATE INDEX IF NOT EXISTS requests_failover_ts ON requests(ts, id) WHERE failovers > 0;
         CREATE INDEX IF NOT EXISTS requests_final_target_lat

@@ -51,3 +51,35 @@ async def test_stream_latency_in_state_matches_the_request_log(mock, gateway_cfg
         want = _pct(values, q)
         assert abs(t[key] - want) <= want * 0.04, (key, t[key], want)
     assert t["latency_series"] and t["ttft_series"] and t["series_step_s"] > 0
+
+
+async def test_target_detail_charts_and_failures_from_the_store(mock, gateway_cfg, start_gateway):
+    """Issue 12 (per-target view): latency and TTFT over a window, failures by class, recent failed
+    attempts, breaker transitions and routes, all for one target, from the request log."""
+    gateway_cfg["breaker"] = {"failures_to_open": 2, "cooldown": 30}
+    gw = await start_gateway(gateway_cfg, env=ENV)
+    async with httpx.AsyncClient(base_url=gw.url, timeout=20) as c:
+        for i in range(6):
+            body = {"model": "chat", "stream": i % 2 == 0, "messages": [{"role": "user", "content": "hi"}]}
+            r = await c.post("/v1/chat/completions", json=body)
+            assert r.status_code == 200
+        mock.set_fault("error", model="gpt-4.1", status=503)
+        for _ in range(2):
+            assert (await c.post("/v1/chat/completions", json={"model": "chat", "messages": [
+                {"role": "user", "content": "hi"}]})).headers["x-patchbay-target"] == "deepseek/deepseek-chat"
+    await asyncio.to_thread(gw.store.flush, 5.0)
+    async with httpx.AsyncClient(base_url=gw.admin_url, headers=AUTH, timeout=10) as a:
+        r = await a.get("/admin/targets/openai%2Fgpt-4.1", params={"window": "5m"})
+        bad = await a.get("/admin/targets/openai/gpt-4.1", params={"window": "soon"})
+        missing = await a.get("/admin/targets/openai/nope")
+    assert r.status_code == 200, r.text
+    d = r.json()
+    assert bad.status_code == 400 and missing.status_code == 404
+    pts = d["series"]["points"]
+    assert len(pts) == 60 and sum(p["n"] for p in pts) == 6
+    assert any(p["ttft_p50_ms"] for p in pts) and all(p["p50_ms"] for p in pts if p["n"])
+    assert sum(p["failed"] for p in pts) == 2 and d["series"]["errors_by_class"] == {"server": 2}
+    assert len(d["failed_attempts"]) == 2 and all(a["http_status"] == 503 for a in d["failed_attempts"])
+    assert [e["detail"]["to"] for e in d["breaker_events"]] == ["open"]
+    assert d["routes"] == [{"name": "chat", "position": 1, "of": 2, "serving": "deepseek/deepseek-chat"}]
+    assert d["target"]["breaker"] == "open"
