@@ -496,8 +496,8 @@ async def test_help_palette_and_pause(gw):
         await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
-        text = _export_text(app)
-        assert "Everywhere" in text and "History" in text
+        text = await wait_for(pilot, lambda: "Everywhere" in (t := _export_text(app)) and t, "help painted")
+        assert "Everywhere" in text and "Request history" in text
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "help closed")
         # ':' opens Textual's command palette with views and actions
@@ -636,11 +636,12 @@ def test_history_time_filters_accept_what_operators_type(monkeypatch):
         _time.tzset()
 
 
-def test_target_ids_shrink_vendor_first():
+def test_target_ids_keep_the_vendor_and_cut_the_model_end():
+    """Issue 12: `ope/`, `dee/` said nothing; the vendor stays whole, the model's end gives way."""
     from tui.fmt import target_clip
     assert target_clip("openai/gpt-4.1", 14) == "openai/gpt-4.1"
-    assert target_clip("anthropic/claude-sonnet-4-20250514", 24) == "ant/claude-sonnet-4-202…"
-    assert target_clip("deepseek/deepseek-chat", 17) == "dee/deepseek-chat"
+    assert target_clip("anthropic/claude-sonnet-4-20250514", 24) == "anthropic/claude-sonnet…"
+    assert target_clip("deepseek/deepseek-chat", 17) == "deepseek/deepsee…"
 
 
 async def test_global_keys_wait_while_a_question_is_open(gw):
