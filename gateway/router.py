@@ -78,6 +78,7 @@ class Call:
     failovers: int = 0
     errors: list[str] = field(default_factory=list)
     malformed: int = 0
+    skipped_open: list[str] = field(default_factory=list)   # passed over: breaker open (request detail)
 
     def overhead_ms(self) -> float:
         return round(max(0.0, (time.perf_counter() - self.t0 - self.waited_s) * 1000), 3)
@@ -207,6 +208,7 @@ class Router:
                 continue
             if not t.breaker.allow(call):
                 skipped.append(t)
+                call.skipped_open.append(t.id)
                 if call.drill_id is None and t.fault is not None:
                     fault = t.active_fault()  # rerouted by a drill's open breaker: the drill counts it
                     call.drill_id = fault.drill_id if fault is not None else None
@@ -485,6 +487,7 @@ class Router:
             overhead_ms=overhead_ms if overhead_ms is not None else call.overhead_ms(),
             prompt_tokens=(usage or {}).get("prompt_tokens"), completion_tokens=(usage or {}).get("completion_tokens"),
             cost=cost, error_class=err_cls, error_message=err_msg[:1000] if err_msg else None, drill_id=call.drill_id,
+            skipped_open=",".join(call.skipped_open) or None,
         )
         if self.cfg.store.log_bodies:
             try:

@@ -346,17 +346,19 @@ class PatchbayApp(App[int]):
     def action_drill_form(self, target: str | None = None) -> None:
         if self.readonly:
             return
-        from tui.screens.drill import DrillForm
         if target is None and isinstance(self.screen, DashboardScreen):
             t = self.screen.current_target()
             target = t.id if t else None
-        form = DrillForm([t.id for t in self.state.targets], target)
+        self._drill_form([t.id for t in self.state.targets], target)
+
+    def _drill_form(self, targets: list[str], target: str | None, values: dict[str, Any] | None = None) -> None:
+        from tui.screens.drill import DrillForm
 
         def chosen(spec: dict[str, Any] | None) -> None:
             if spec:
                 self.ask_drill(spec)
 
-        self.push_screen(form, chosen)
+        self.push_screen(DrillForm(targets, target, values), chosen)
 
     # -- confirmations --------------------------------------------------------------
 
@@ -477,6 +479,8 @@ class PatchbayApp(App[int]):
         def answered(yes: bool | None) -> None:
             if yes:
                 self.start_drill(spec)
+            else:            # "n" is "not like this": back to the form, everything kept
+                self._drill_form([t.id for t in self.state.targets], spec["target"], spec)
 
         self.push_screen(modal, answered)
 

@@ -55,11 +55,13 @@ class HistoryFilters:
     since: str = ""
     until: str = ""
     q: str = ""
+    failover: bool = False     # only requests that failed over
 
     def params(self) -> dict[str, str]:
         return {k: v for k, v in (
             ("route", self.route), ("target", self.target), ("outcome", self.outcome),
             ("since", self.since), ("until", self.until), ("q", self.q),
+            ("failover", "1" if self.failover else ""),
         ) if v}
 
     def is_empty(self) -> bool:

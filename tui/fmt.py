@@ -52,11 +52,17 @@ def state_style(state: str) -> tuple[str, str]:
 def ms(v: float | None) -> str:
     if v is None:
         return DASH
-    if v >= 10_000:
-        return f"{v / 1000:.0f}s"
-    if v >= 1000:
-        return f"{v / 1000:.1f}s"
+    if v >= 999.5:
+        return secs(v / 1000)
     return f"{v:.0f}ms"
+
+
+def secs(v: float | None) -> str:
+    """Seconds with one decimal, and none when it is .0: `10s` and `2.5s`, never `10.0s` beside `10s`."""
+    if v is None:
+        return DASH
+    text = f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
+    return text.removesuffix(".0") + "s"
 
 
 def ms_pair(a: float | None, b: float | None) -> str:
