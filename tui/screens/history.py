@@ -174,14 +174,14 @@ class HistoryScreen(Screen):
         if layout == self._layout and not force:
             return
         self._layout = layout
-        # columns are separated by one space; the error takes what is left
+        # each column takes its width + 2 (RequestTable); the error takes what is left
         if layout == "narrow":
             spec = [("time", 8), ("route", 6), ("target", 16), ("result", 6), ("att", 3),
                     ("lat", 5), ("ttft", 5), ("cost", 6)]
         else:
             spec = [("time", 14), ("route", 12), ("final target", 30), ("outcome", 12), ("att", 3),
                     ("latency", 7), ("ttft", 7), ("tokens", 11), ("cost", 8), ("request id", 28)]
-        used = sum(w + 1 for _, w in spec) + 1
+        used = sum(w + 2 for _, w in spec) + 2          # + the error column's gap and the scrollbar
         spec.insert(len(spec) - (0 if layout == "narrow" else 1), ("error", max(10, width - used - 1)))
         self._target_width = spec[2][1]
         right = {"att", "lat", "latency", "ttft", "tok", "tokens", "cost"}
