@@ -573,7 +573,7 @@ async def test_no_color_dashboard_shows_open_target_inverted(monkeypatch):
     try:
         app = PatchbayApp(srv.url, srv.token, refresh=0.2)
         async with app.run_test(size=(80, 24)) as pilot:
-            await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
+            await wait_for(pilot, lambda: len(tiles(app)) == 5, "tiles")
             tile = tiles(app)["openai/gpt-4.1"]
             await wait_for(pilot, lambda: "OPEN" in tile.render().plain, "tile text")
             head = tile.render()
@@ -601,7 +601,7 @@ async def test_repeated_events_are_counted_on_one_line(monkeypatch):
     try:
         app = PatchbayApp(srv.url, srv.token, refresh=0.2)
         async with app.run_test(size=(160, 48)) as pilot:
-            await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
+            await wait_for(pilot, lambda: len(tiles(app)) == 5, "tiles")
             feed = app.screen_stack[0].query_one(EventFeed)
             await wait_for(pilot, lambda: feed.size.width > 0, "feed laid out")
             for e in [ev] * 5 + [{**ev, "kind": "breaker", "detail": {"from": "closed",

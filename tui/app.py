@@ -147,8 +147,9 @@ class PatchbayApp(App[int]):
                 try:        # every event is in the store: show the recent ones, not an empty feed
                     recent = await self.client.recent_events(BACKFILL_EVENTS)
                 except AdminError:
-                    recent = []      # an older gateway without the endpoint: live events only
-                self.post_message(EventsBackfilled(list(reversed(recent))))
+                    pass     # an older gateway without the endpoint: live events only
+                else:
+                    self.post_message(EventsBackfilled(list(reversed(recent))))
                 async for msg in self.client.events():
                     if msg.event == "state" and isinstance(msg.data, dict):
                         self.post_message(StateReceived(msg.data))

@@ -176,8 +176,8 @@ class HistoryScreen(Screen):
         self._layout = layout
         # each column takes its width + 2 (RequestTable); the error takes what is left
         if layout == "narrow":
-            spec = [("time", 8), ("route", 6), ("target", 16), ("result", 6), ("att", 3),
-                    ("lat", 5), ("ttft", 5), ("cost", 6)]
+            spec = [("time", 8), ("route", 6), ("target", 15), ("result", 6), ("att", 3),
+                    ("lat", 5), ("ttft", 5)]      # cost: wide layout and the detail
         else:
             spec = [("time", 14), ("route", 12), ("final target", 30), ("outcome", 12), ("att", 3),
                     ("latency", 7), ("ttft", 7), ("tokens", 11), ("cost", 8), ("request id", 28)]
@@ -205,7 +205,7 @@ class HistoryScreen(Screen):
                    style="bold yellow" if failovers else "")
         err = " ".join(str(r.get("error_message") or r.get("error_class") or "").split())
         if not err and failovers:
-            err = f"failed over {failovers}× (enter: the attempt chain)"
+            err = f"failed over {failovers}×" + ("" if narrow else " (enter: the attempt chain)")
         cells: list[Text | str] = [
             fmt.clock_time(r.get("ts")) if narrow else fmt.short_time(r.get("ts"), now),
             str(r.get("route") or ""),
@@ -217,7 +217,7 @@ class HistoryScreen(Screen):
         ]
         if not narrow:
             cells.append(fmt.tokens(r.get("prompt_tokens"), r.get("completion_tokens")))
-        cells.append(_cost(r.get("cost"), narrow))
+            cells.append(_cost(r.get("cost"), narrow))
         cells.append(Text(err, style="red" if r.get("error_message") else "yellow",
                           no_wrap=True, overflow="ellipsis"))
         if not narrow:

@@ -10,6 +10,7 @@ from collections import deque
 from typing import Any
 
 from rich.text import Text
+from textual.events import Resize
 from textual.widgets import RichLog
 
 from tui import fmt
@@ -90,15 +91,19 @@ class EventFeed(RichLog):
         route = ev.get("route") if kind == "failover" else None
         key = (kind, route, desc)
         last = self._entries[-1] if self._entries else None
-        if last is not None and last[2] == key and self.lines and not self._deferred_renders:
+        repeat = last is not None and last[2] == key
+        if repeat:
             last[3] += 1
             last[1] = ev
-            del self.lines[-1:]
-            self._line_cache.clear()
         else:
             self._entries.append([kind, ev, key, 1])
-        self.write(self._line(*self._entries[-1]))
         self.count += 1
+        if not self._size_known or not self._width:
+            return              # the first resize writes every kept entry at the real width
+        if repeat and self.lines:
+            del self.lines[-1:]
+            self._line_cache.clear()
+        self.write(self._line(*self._entries[-1]), width=self._width)
 
     def _line(self, kind: str, ev: dict[str, Any], key: tuple, repeat: int) -> Text:
         line = Text(no_wrap=True, overflow="ellipsis")
@@ -109,7 +114,7 @@ class EventFeed(RichLog):
             line.append(f" {key[1]}", style="bold")
         tail = f" ×{repeat}" if repeat > 1 else ""
         line.append(" " + key[2])
-        width = self.scrollable_content_region.width or self.size.width or 80
+        width = self._width or 80
         if tail:
             line.truncate(max(10, width - len(tail)), overflow="ellipsis")
             line.append(tail, style="bold")
@@ -120,10 +125,11 @@ class EventFeed(RichLog):
         self._entries.clear()
         self.clear()
 
-    def on_resize(self) -> None:
+    def on_resize(self, event: Resize) -> None:
+        super().on_resize(event)
         width = self.scrollable_content_region.width
-        if width and width != self._width:
+        if self._size_known and width and width != self._width:
             self._width = width
             self.clear()
             for entry in self._entries:
-                self.write(self._line(*entry))
+                self.write(self._line(*entry), width=width)
