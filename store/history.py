@@ -23,6 +23,7 @@ import sqlite3
 import threading
 from typing import Any, Iterable, Sequence
 
+from . import rollups
 from .schema import BOOL_COLUMNS, JSON_COLUMNS, SCHEMA_VERSION
 
 #: columns returned in list pages (bodies only come with get_request)
@@ -37,6 +38,8 @@ _SPARSE_MATCHES = 2000
 #: most sub-queries one filter may expand into (lists of routes x targets x outcomes, q matches)
 _MAX_BRANCHES = 64
 
+#: windows up to this long are grouped from the rows themselves; longer ones read the roll-ups
+RAW_SERIES_S = 900.0
 #: the longest a request may last (its attempts start within this of its own start)
 MAX_REQUEST_S = 3600.0
 
@@ -501,45 +504,44 @@ class History:
         """One target over [since, until): per time bucket, p50/p95 of answered requests' total latency
         and time to first token, attempts and failed attempts; and failed attempts by class.
 
-        Both are grouped in SQLite over covering indexes (latencies into 2%-wide log bins),
-        so 24 hours of a busy target come back as a few thousand small rows, not its requests.
+        Windows over RAW_SERIES_S come from the writer's roll-ups (store/rollups.py), so a day
+        of a busy target reads a few thousand small rows; shorter ones group the rows themselves.
         """
         conn = self._conn()
         step = max(1e-3, (until - since) / buckets)
-        out: dict[str, Any] = {"since": since, "until": until, "step_s": step, "points": [], "errors_by_class": {}}
+        empty = {"since": since, "until": until, "step_s": step, "points": [], "errors_by_class": {}}
         if conn is None:
-            return out
+            return empty
+        if until - since > RAW_SERIES_S:
+            return rollups.series(conn, target, since, until, buckets)
         pts = [{"ts": since + i * step, "n": 0, "p50_ms": None, "p95_ms": None, "ttft_p50_ms": None,
                 "ttft_p95_ms": None, "attempts": 0, "failed": 0} for i in range(buckets)]
-        _ensure_ln(conn)
-        for col, key in (("latency_ms", ""), ("ttft_ms", "ttft_")):
-            hist: dict[int, dict[int, int]] = {}
-            for b, k, n in conn.execute(
-                f"SELECT CAST((ts - ?) / ? AS INTEGER) AS b, CAST(ln(max({col}, 0.01)) * {_LN_BINS} AS INTEGER) AS k, "
-                f"count(*) FROM requests INDEXED BY requests_final_target_lat WHERE final_target = ? "
-                f"AND outcome = 'ok' AND ts >= ? AND ts < ? AND {col} IS NOT NULL GROUP BY b, k",
-                (since, step, target, since, until)):
-                if 0 <= b < buckets:
-                    hist.setdefault(b, {})[k] = n
-            for b, h in hist.items():
-                total = sum(h.values())
-                if not key:
-                    pts[b]["n"] = total
-                p50, p95 = _bins_pct(h, total)
-                pts[b][f"{key}p50_ms"], pts[b][f"{key}p95_ms"] = p50, p95
+        hists: dict[str, list[dict[int, int]]] = {"lat": [{} for _ in pts], "ttft": [{} for _ in pts]}
         by_class: dict[str, int] = {}
-        for b, outcome, n in conn.execute(
-            "SELECT CAST((ts - ?) / ? AS INTEGER) AS b, outcome, count(*) FROM attempts INDEXED BY attempts_target_ts "
-            "WHERE target = ? AND ts >= ? AND ts < ? GROUP BY b, outcome", (since, step, target, since, until)):
-            if 0 <= b < buckets:
-                pts[b]["attempts"] += n
-                if outcome != "ok":
-                    pts[b]["failed"] += n
+        for ts, lat, ttft in conn.execute(
+                "SELECT ts, latency_ms, ttft_ms FROM requests INDEXED BY requests_target_ts WHERE final_target = ? "
+                "AND ts >= ? AND ts < ? AND outcome = 'ok' AND latency_ms IS NOT NULL", (target, since, until)):
+            i = min(buckets - 1, int((ts - since) // step))
+            h = hists["lat"][i]
+            b = rollups.bin_of(lat)
+            h[b] = h.get(b, 0) + 1
+            if ttft is not None:
+                h = hists["ttft"][i]
+                b = rollups.bin_of(ttft)
+                h[b] = h.get(b, 0) + 1
+        for i, p in enumerate(pts):
+            p["n"] = sum(hists["lat"][i].values())
+            p["p50_ms"], p["p95_ms"] = rollups.pct(hists["lat"][i])
+            p["ttft_p50_ms"], p["ttft_p95_ms"] = rollups.pct(hists["ttft"][i])
+        for ts, outcome in conn.execute(
+                "SELECT ts, outcome FROM attempts INDEXED BY attempts_target_ts WHERE target = ? AND ts >= ? "
+                "AND ts < ?", (target, since, until)):
+            p = pts[min(buckets - 1, int((ts - since) // step))]
+            p["attempts"] += 1
             if outcome != "ok":
-                by_class[outcome] = by_class.get(outcome, 0) + n
-        out["points"] = pts
-        out["errors_by_class"] = dict(sorted(by_class.items(), key=lambda kv: -kv[1]))
-        return out
+                p["failed"] += 1
+                by_class[outcome] = by_class.get(outcome, 0) + 1
+        return {**empty, "points": pts, "errors_by_class": dict(sorted(by_class.items(), key=lambda kv: -kv[1]))}
 
     def failed_attempts(self, target: str, since: float | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """The target's most recent failed attempts, newest first."""
@@ -628,36 +630,6 @@ def _qualify(where: list[str]) -> str:
         w = re.sub(r"\b(ts|id|route|final_target|outcome|drill_id)\b", r"r.\1", w)
         out.append(w)
     return "".join(" AND " + w for w in out)
-
-
-_LN_BINS = 50          # ln(ms) * 50: bins about 2% wide, as the live health histograms
-
-
-def _ensure_ln(conn: sqlite3.Connection) -> None:
-    """SQLite builds without the math functions get `ln` from Python (slower, same answers)."""
-    try:
-        conn.execute("SELECT ln(2.0)").fetchone()
-    except sqlite3.OperationalError:
-        import math
-        conn.create_function("ln", 1, lambda v: math.log(v) if v and v > 0 else None, deterministic=True)
-
-
-def _bins_pct(hist: dict[int, int], total: int) -> tuple[float | None, float | None]:
-    """p50 and p95 from ln-bins (middle of the bin), with the zero-based int(q * n) rank."""
-    import math
-    out: list[float | None] = []
-    keys = sorted(hist)
-    for q in (0.5, 0.95):
-        rank = min(total - 1, int(q * total))
-        cum = 0
-        value = None
-        for k in keys:
-            cum += hist[k]
-            if cum > rank:
-                value = round(math.exp((k + 0.5) / _LN_BINS), 1)
-                break
-        out.append(value)
-    return out[0], out[1]
 
 
 def _percentile(sorted_values: list[float], p: float) -> float | None:

@@ -13,8 +13,8 @@ that only holds rows with an error message (a minority), so it costs nothing on
 successful requests; routes and targets are matched through the small `names`
 table the writer keeps. Version 2 adds attempts by (target, ts) and attempts
 with error text by ts (history's target filter and search reach requests that
-failed over away from a target), requests that failed over, and a covering
-index of answered requests' latencies per target (the per-target charts).
+failed over away from a target), requests that failed over, and the per-target
+roll-ups the charts read (`store/rollups.py`).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import sqlite_utils
 
+from . import rollups
 from .records import AttemptRow, DrillRow, EventRow, RequestRow
 
 SCHEMA_VERSION = 2
@@ -154,10 +155,10 @@ def _add_v2(db: sqlite_utils.Database) -> None:
         CREATE INDEX IF NOT EXISTS attempts_target_ts ON attempts(target, ts, outcome);
         CREATE INDEX IF NOT EXISTS attempts_err_ts ON attempts(ts) WHERE error IS NOT NULL;
         CREATE INDEX IF NOT EXISTS requests_failover_ts ON requests(ts, id) WHERE failovers > 0;
-        CREATE INDEX IF NOT EXISTS requests_final_target_lat
-            ON requests(final_target, ts, latency_ms, ttft_ms) WHERE outcome = 'ok';
         """
     )
+    db.execute(rollups.CREATE)
+    rollups.backfill(db.conn)
 
 
 #: version -> function that brings a database from version-1 to version.

@@ -60,6 +60,7 @@ class TargetScreen(Screen):
         self.window = window
         self.data: dict[str, Any] | None = None
         self._problem = ""
+        self.loads = 0            # answers painted (bench/tui_bench.py waits on it)
 
     @property
     def papp(self) -> PatchbayApp:
@@ -97,6 +98,7 @@ class TargetScreen(Screen):
     def _loaded(self, msg: TargetLoaded) -> None:
         self.data, self._problem = msg.data, msg.problem
         self._paint()
+        self.loads += 1
 
     def on_resize(self) -> None:
         if self.data is not None:
