@@ -199,11 +199,15 @@ def format_status(st: dict[str, Any]) -> str:
         last = disabled_words(t) if t.get("disabled") else t.get("last_error")
         last = " ".join(str(last or "-").split())
         probe = "~" if t.get("latency_source") == "probes" else ""
+        rate = t.get("rpm_now", t.get("rpm")) or 0
+        cost = f"{t.get('cost_per_hour') or 0:.2f}" if t.get("priced", True) else "no price"
         rows.append([t["id"], state, t.get("breaker", "?"), probe + _ms(t.get("p50_ms")), probe + _ms(t.get("p95_ms")),
-                     _pct(t.get("success_rate")), f"{t.get('rpm') or 0:g}", f"{t.get('cost_per_hour') or 0:.2f}",
-                     str(t.get("inflight", 0)), last[:60]])
-    lines.append(table(["TARGET", "STATE", "BREAKER", "P50", "P95", "OK", "RPM", "$/H", "INFL", "LAST ERROR / REASON"],
-                       rows, right={3, 4, 5, 6, 7, 8}))
+                     _ms(t.get("ttft_p50_ms")), _ms(t.get("ttft_p95_ms")), _pct(t.get("success_rate")),
+                     f"{rate:g}", cost, str(t.get("inflight", 0)), last[:60]])
+    lines.append(table(["TARGET", "STATE", "BREAKER", "P50", "P95", "TTFT50", "TTFT95", "OK", "RPM", "$/H", "INFL",
+                        "LAST ERROR / REASON"], rows, right={3, 4, 5, 6, 7, 8, 9, 10}))
+    lines.append("(P50/P95: whole request, start to last byte; TTFT: start to first token of streams; "
+                 "both over the last 5 min. RPM: the last 10 s.)")
     drills = st.get("drills") or []
     running = [d for d in drills if d.get("state") == "running"]
     if running:

@@ -159,3 +159,22 @@ def test_history_and_status_exports_and_admin_url_mistakes(stack, capsys, monkey
     assert exc.value.code == 2 and "must be 1-1000" in capsys.readouterr().err
     code, out, err = run(capsys, "status", "--admin-url", gw.url)
     assert code == 1 and "point --admin-url at the admin listener" in err and "Traceback" not in err
+
+
+def test_status_shows_total_and_ttft_the_current_rate_and_no_price(stack, capsys, monkeypatch):
+    """Issue 12: `status` has TTFT beside total latency, RPM over the last 10 s, `no price`."""
+    from gateway.control import format_status
+    mock, gw, url = stack
+    gw.runtime.targets["deepseek/deepseek-chat"].price = None
+    code, out, err = run(capsys, "status", "--admin-url", url)
+    assert code == 0, err
+    header = next(ln for ln in out.splitlines() if ln.startswith("TARGET"))
+    assert header.split()[:10] == ["TARGET", "STATE", "BREAKER", "P50", "P95", "TTFT50", "TTFT95", "OK", "RPM", "$/H"]
+    ds = next(ln for ln in out.splitlines() if ln.startswith("deepseek/"))
+    assert "no price" in ds
+    st = {"gateway": {}, "store": {}, "routes": [], "targets": [
+        {"id": "a/b", "state": "disabled", "breaker": "closed", "p50_ms": 421.0, "p95_ms": 653.0,
+         "ttft_p50_ms": 227.0, "ttft_p95_ms": 419.0, "rpm": 150, "rpm_now": 0, "priced": True,
+         "cost_per_hour": 1.5, "disabled": True, "target_disabled": {"reason": "x"}}]}
+    row = next(ln for ln in format_status(st).splitlines() if ln.startswith("a/b")).split()
+    assert row[3:10] == ["421ms", "653ms", "227ms", "419ms", "-", "0", "1.50"]
