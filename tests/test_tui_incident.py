@@ -161,3 +161,28 @@ async def test_drill_form_offers_every_fault_and_n_goes_back_to_it(gw):
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "dashboard")
     assert not any(t.fault for t in gw.runtime.targets.values())
+
+
+async def test_request_detail_shows_bodies_when_the_gateway_logs_them(mock, tmp_path, start_gateway):
+    from tests.test_tui import ENV, four_target_config
+    raw = four_target_config(mock.url, tmp_path)
+    raw["store"]["log_bodies"] = True
+    gw2 = await start_gateway(raw, env=ENV)
+    r = await client_request(gw2.url)
+    rid = r.headers["x-request-id"]
+    await asyncio.to_thread(gw2.store.flush, 5.0)
+    app = await live_app(gw2)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
+        app.push_screen(DetailScreen(rid))
+        await wait_for(pilot, lambda: isinstance(app.screen, DetailScreen) and app.screen.data, "detail")
+        text = _export_text(app)
+        assert "Bodies (log_bodies = true)" in text and "hello tui" in text and "Hello from openai/gpt-4.1" in text
+
+
+def test_seconds_read_one_way():
+    """Issue 12: the detail printed `10s` and `10.0s` for the same ten seconds."""
+    from tui import fmt
+    assert [fmt.ms(v) for v in (999.4, 999.6, 1500.0, 9999.0, 10000.0, 12345.0)] == [
+        "999ms", "1s", "1.5s", "10s", "10s", "12.3s"]
+    assert [fmt.secs(v) for v in (0.0, 2.3, 10.0, 10.04, 125.0)] == ["0s", "2.3s", "10s", "10s", "125s"]
