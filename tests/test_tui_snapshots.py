@@ -137,7 +137,7 @@ def test_confirm_modal_disable_target(snap_compare, size):
     try:
         async def run_before(pilot: Pilot) -> None:
             await _painted(pilot, _tiles_ready(pilot))
-            await pilot.press("k")                   # wrap to the last tile: gemini, throttled
+            await pilot.press("k")                   # wrap to the last tile: gpt-4.1-mini (scrolled into view)
             await pilot.press("d")
             await _painted(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal))
         assert snap_compare(_app(srv), terminal_size=size, run_before=run_before)

@@ -295,6 +295,8 @@ class PatchbayApp(App[int]):
             return False          # a question is open: answer it (or esc) first
         if action == "drill_form":
             return bool(self.state.targets) and self.connected is not False
+        if action == "history" and type(self.screen).__name__ == "HistoryScreen":
+            return False          # already there (and the footer has no room to spare at 80 columns)
         return True
 
     # -- app actions ---------------------------------------------------------------

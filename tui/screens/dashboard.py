@@ -41,8 +41,10 @@ class TileGrid(ScrollableContainer, can_focus=False):
     def on_resize(self, event: Resize) -> None:
         self.reflow()
 
-    def on_scroll_y(self) -> None:
-        self.screen.call_after_refresh(self._say_hidden)  # type: ignore[attr-defined]
+    def say_hidden_soon(self) -> None:
+        """After a scroll (which may animate), name what is out of sight again."""
+        self.call_after_refresh(self._say_hidden)
+        self.set_timer(0.4, self._say_hidden)
 
     def reflow(self) -> None:
         """Columns follow the width; spare height makes taller tiles (taller sparklines)."""
@@ -69,17 +71,23 @@ class TileGrid(ScrollableContainer, can_focus=False):
         except Exception:
             return
         top, bottom = self.scroll_y, self.scroll_y + self.scrollable_content_region.height
-        hidden: list[TargetTile] = [t for t in self.query(TargetTile)  # type: ignore[misc]
-                                    if t.virtual_region.y + 1 < top or t.virtual_region.bottom - 1 > bottom]
-        more.display = bool(hidden)
-        if hidden:
+        tiles = list(self.query(TargetTile))
+        above = [t for t in tiles if t.virtual_region.y + 1 < top]
+        below = [t for t in tiles if t.virtual_region.bottom - 1 > bottom]
+        more.display = bool(above or below)
+        if above or below:
             txt = Text(no_wrap=True, overflow="ellipsis")
-            txt.append(f"▼ {len(hidden)} more (j/k): ", style="bold")
-            for i, tile in enumerate(hidden):
-                sym, style = fmt.state_style(tile.target.state)
-                txt.append(" · " if i else "", style="dim")
-                txt.append(f"{sym} ", style=style)
-                txt.append(tile.target_id)
+            for arrow, group in (("▲", above), ("▼", below)):
+                if not group:
+                    continue
+                if txt.plain:
+                    txt.append("  ")
+                txt.append(f"{arrow} {len(group)} {'above' if arrow == '▲' else 'below'} (j/k): ", style="bold")
+                for i, tile in enumerate(group):
+                    sym, style = fmt.state_style(tile.target.state)
+                    txt.append(" · " if i else "", style="dim")
+                    txt.append(f"{sym} ", style=style)
+                    txt.append(tile.target_id)
             more.update(fmt.mono(txt))
 
     _tile_height = 0
@@ -256,6 +264,7 @@ class DashboardScreen(Screen):
         for tile in self.query(TargetTile):
             if tile.target_id == self._selected:
                 tile.focus(scroll_visible=True)
+                self.query_one(TileGrid).say_hidden_soon()
                 return
 
     def on_descendant_focus(self, event: Any) -> None:

@@ -102,9 +102,9 @@ class HistoryScreen(Screen):
     AUTO_FOCUS = "#hist-table"
 
     BINDINGS = [
-        Binding("n,right_square_bracket", "page(1)", "Next page", id="history.next",
+        Binding("n,right_square_bracket", "page(1)", "Next", id="history.next",
                 tooltip="Next page (older requests)"),
-        Binding("b,left_square_bracket", "page(-1)", "Prev page", id="history.prev",
+        Binding("b,left_square_bracket", "page(-1)", "Prev page", show=False, id="history.prev",
                 tooltip="Previous page (newer requests)"),
         Binding("slash", "search", "Search", id="history.search",
                 tooltip="Free-text search over route, target, error (enter applies)"),
@@ -112,9 +112,9 @@ class HistoryScreen(Screen):
                 tooltip="Edit filters: route, target, outcome, since, until (enter applies)"),
         Binding("F", "failover", "Failovers", id="history.failover",
                 tooltip="Only requests that failed over (toggle)"),
-        Binding("x", "clear", "Clear", id="history.clear",
+        Binding("x", "clear", "Clear", show=False, id="history.clear",
                 tooltip="Clear all filters"),
-        Binding("c", "copy_id", "Copy id", id="history.copy",
+        Binding("c", "copy_id", "Copy id", show=False, id="history.copy",
                 tooltip="Copy the selected request's id to the clipboard (OSC 52; also shown in a notice)"),
         Binding("S", "export", "Save", id="history.export",
                 tooltip=f"Save every request matching the filters (up to {EXPORT_MAX:,}) to a CSV file"),
@@ -251,8 +251,7 @@ class HistoryScreen(Screen):
                               if k not in ("since", "until")))
             if self.filters.since or self.filters.until:
                 t.append(" (time range)")
-        t.append("   n/b page · / search · f filters · F failovers · c copy id · S save · enter detail",
-                 style="dim")
+        t.append("   n/b page · x clear · c copy id · enter detail", style="dim")
         self.query_one("#hist-status", Static).update(fmt.mono(t))
 
     # -- loading --------------------------------------------------------------------
