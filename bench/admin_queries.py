@@ -72,8 +72,11 @@ def fill_health(gw: Gateway, now: float, per_second: int = 60) -> int:
             with mock.patch("gateway.routing.health.time.time", return_value=sec + 0.5):
                 for i in range(per_second):
                     ok = rnd.random() > 0.02
-                    t.health.observe(ok, rnd.lognormvariate(6.2, 0.9), None if ok else "server 503",
+                    lat = rnd.lognormvariate(6.2, 0.9)
+                    t.health.observe(ok, lat, None if ok else "server 503",
                                      None if ok else ErrorClass.SERVER, cost=0.001, probe=i == 0)
+                    if ok and i:
+                        t.health.answered(lat, lat * 0.4 if i % 2 else None)
                     total += 1
     return total
 

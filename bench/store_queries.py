@@ -59,14 +59,14 @@ def _pick(rnd: random.Random, weighted: list[tuple[str, float]]) -> str:
     return weighted[-1][0]
 
 
-def build(path: str, rows: int, seed: int = 1) -> float:
-    """Write `rows` requests (+attempts, events) through Sink.write; returns seconds taken."""
+def build(path: str, rows: int, seed: int = 1, days: float = 30) -> float:
+    """Write `rows` requests (+attempts, events) over the last `days` through Sink.write; seconds taken."""
     rnd = random.Random(seed)
     sink = Sink(path)
     sink.open()
     sink.conn.execute("PRAGMA synchronous=OFF")   # bulk load only; the writer itself runs NORMAL
     end = time.time()
-    start = end - 30 * 86400
+    start = end - days * 86400
     step = (end - start) / rows
     t0 = time.perf_counter()
     chunk: list = []
@@ -113,6 +113,22 @@ def build(path: str, rows: int, seed: int = 1) -> float:
     sink.close()
     return time.perf_counter() - t0
 
+
+
+def ensure_log_days(path: str, rows: int, days: float) -> float | None:
+    """ensure_log for a log spread over the last `days` (reused only while its newest row is recent)."""
+    if os.path.exists(path):
+        try:
+            with sqlite3.connect(path) as c:
+                have, newest = c.execute("SELECT count(*), max(ts) FROM requests").fetchone()
+            if have == rows and newest and time.time() - newest < 3600:
+                return None
+        except sqlite3.Error:
+            pass
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(path + suffix):
+            os.remove(path + suffix)
+    return build(path, rows, days=days)
 
 
 def ensure_log(path: str, rows: int) -> float | None:

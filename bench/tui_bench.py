@@ -1,11 +1,13 @@
 """How light is the control panel? Idle CPU, first paint, history page changes.
 
     python bench/tui_bench.py [--targets 20] [--idle-seconds 20] [--rows 1000000]
-                              [--db PATH] [--keep] [--pages 20] [--skip-history]
+                              [--db PATH] [--day-db PATH] [--keep] [--pages 20]
+                              [--skip-history] [--skip-target-view]
 
-Issue 5 targets: idle CPU of the TUI process < 3% of one core with 20 targets at
-a 1 s refresh; first paint < 1.5 s; history page change < 100 ms with 1,000,000
-rows in the log.
+Targets (issues 5 and 12): idle CPU of the TUI process < 3% of one core with 20
+targets at a 1 s refresh; first paint < 1.5 s; history page change < 100 ms with
+1,000,000 rows in the log; the per-target view's 24 h charts from 1,000,000 rows
+(all within the last 24 h) open in < 300 ms.
 
 1. Idle CPU and first paint. Fake vendors and a real gateway with N targets run
    as their own processes, with light synthetic traffic from this one so every
@@ -18,6 +20,10 @@ rows in the log.
    path (bench/store_queries.py), `patchbay serve` serves it, and the TUI (headless,
    in this process) pages forward and back: each figure is from the key event to
    the new page in the table, end to end (HTTP, SQLite, JSON, widget).
+3. Per-target view. A second log holds 1,000,000 requests all in the last 24 h
+   (about 240,000 per target); the TUI (headless, in this process) switches the
+   view between its 1 h and 24 h windows: each figure is from the key to the
+   charts painted.
 
 Bounded: fixed durations and page counts; everything started is stopped.
 """
@@ -77,7 +83,7 @@ class BgLoop:
 
 
 def gateway_config(mock_url: str, workdir: Path, n_targets: int, db: str | None,
-                   port: int, admin_port: int, prober: bool) -> dict[str, Any]:
+                   port: int, admin_port: int, prober: bool, named: bool = False) -> dict[str, Any]:
     dialects = [("openai", "openai", f"{mock_url}/openai/v1"),
                 ("deepseek", "openai", f"{mock_url}/deepseek/v1"),
                 ("anthropic", "anthropic", f"{mock_url}/anthropic"),
@@ -86,6 +92,9 @@ def gateway_config(mock_url: str, workdir: Path, n_targets: int, db: str | None,
     for i in range(n_targets):
         vendor = dialects[i % len(dialects)][0]
         targets.append({"vendor": vendor, "model": f"model-{i:02d}"})
+    if named:       # the targets of bench/store_queries.py's log, so the per-target view finds their rows
+        from bench.store_queries import TARGETS
+        targets = [{"vendor": t.split("/")[0], "model": t.split("/", 1)[1]} for t in TARGETS[:4]]
     routes = [{"name": f"route-{r}", "targets": targets[r * 5:(r + 1) * 5]}
               for r in range((n_targets + 4) // 5)]
     return {
@@ -99,14 +108,14 @@ def gateway_config(mock_url: str, workdir: Path, n_targets: int, db: str | None,
 
 
 def start_stack(procs: Procs, workdir: Path, n_targets: int, db: str | None,
-                prober: bool = True) -> tuple[str, str, list[str]]:
+                prober: bool = True, named: bool = False) -> tuple[str, str, list[str]]:
     """Fake vendors and `patchbay serve` as their own processes, as in production."""
     import tomli_w
 
     mock_port, port, admin_port = free_port(), free_port(), free_port()
     start_mock(procs, mock_port)
     raw = gateway_config(f"http://127.0.0.1:{mock_port}", workdir, n_targets, db, port,
-                         admin_port, prober)
+                         admin_port, prober, named)
     cfg = workdir / "patchbay.toml"
     cfg.write_bytes(tomli_w.dumps(raw).encode())
     env = {**python_env(), "PATCHBAY_BENCH_ADMIN_TOKEN": TOKEN}
@@ -321,6 +330,72 @@ def bench_history(rows: int, db: str | None, keep: bool, pages: int) -> dict[str
     return {"built_s": built, "times": times}
 
 
+# ------------------------------------------------------------------ part 3: the per-target view
+
+
+async def drive_target_view(admin_url: str, target: str, repeat: int) -> dict[str, list[float]]:
+    """Key press to 24 h charts painted in the per-target view, and the admin API's share of it."""
+    import httpx
+    from textual import events
+
+    from tui.app import PatchbayApp
+    from tui.screens.target import TargetScreen
+
+    out: dict[str, list[float]] = {"open_24h": [], "api_24h": []}
+    async with httpx.AsyncClient(base_url=admin_url, headers={"Authorization": f"Bearer {TOKEN}"},
+                                 timeout=30) as hc:
+        for _ in range(repeat):
+            t = time.perf_counter()
+            r = await hc.get(f"/admin/targets/{target.replace('/', '%2F')}", params={"window": "24h"})
+            r.raise_for_status()
+            out["api_24h"].append((time.perf_counter() - t) * 1000)
+    app = PatchbayApp(admin_url, TOKEN, refresh=1.0)
+    async with app.run_test(size=(200, 50)) as pilot:
+        async def until(cond, limit: float = 30.0) -> None:
+            end = time.perf_counter() + limit
+            while not cond():
+                if time.perf_counter() > end:
+                    raise RuntimeError("the target view did not answer within 30 s")
+                await asyncio.sleep(0.001)
+
+        def key(k: str) -> None:
+            app.post_message(events.Key(k, k))
+
+        await until(lambda: app.connected)
+        app.open_target(target)
+        await until(lambda: isinstance(app.screen, TargetScreen) and app.screen.loads >= 1)
+        view = app.screen
+        for _ in range(repeat):
+            for k, window in (("2", "1h"), ("3", "24h")):
+                n = view.loads
+                t = time.perf_counter()
+                key(k)
+                await until(lambda: view.loads > n)
+                if window == "24h":
+                    out["open_24h"].append((time.perf_counter() - t) * 1000)
+        await pilot.press("escape", "q")
+    return out
+
+
+def bench_target_view(rows: int, db: str | None, keep: bool, repeat: int) -> dict[str, Any]:
+    """A log of `rows` requests all within the last 24 hours (the per-target view's worst case)."""
+    from bench.store_queries import TARGETS, ensure_log_days
+
+    path = db or os.path.join(tempfile.mkdtemp(prefix="pb-tui-day-"), "day.db")
+    print(f"building (or reusing) a {rows:,}-request log over the last 24 h at {path} …", flush=True)
+    built = ensure_log_days(path, rows, days=1.0)
+    workdir = Path(tempfile.mkdtemp(prefix="pb-tui-day-gw-"))
+    try:
+        with Procs(workdir) as procs:
+            _, admin_url, _ = start_stack(procs, workdir, 4, path, prober=False, named=True)
+            times = asyncio.run(drive_target_view(admin_url, TARGETS[0], repeat))
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        if not keep and db is None:
+            shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+    return {"built_s": built, "times": times}
+
+
 def _stats(ms: list[float]) -> str:
     if not ms:
         return "–"
@@ -339,6 +414,8 @@ def main() -> int:
     ap.add_argument("--keep", action="store_true", help="keep/reuse the history database")
     ap.add_argument("--pages", type=int, default=20)
     ap.add_argument("--skip-history", action="store_true")
+    ap.add_argument("--day-db", help="24-hour log for the per-target view to build or reuse (with --keep)")
+    ap.add_argument("--skip-target-view", action="store_true")
     args = ap.parse_args()
 
     print(machine_line())
@@ -364,6 +441,15 @@ def main() -> int:
         print(f"  new target filter    {_stats(t['filter'])}")
         print(f"  of which admin API   {_stats(t['fetch'])}   (HTTP + SQLite + JSON)")
         print(f"  of which table fill  {_stats(t['fill'])}")
+    if not args.skip_target_view:
+        tv = bench_target_view(args.rows, args.day_db, args.keep, 5)
+        if tv["built_s"] is not None:
+            print(f"\nbuilt {args.rows:,} requests over 24 h in {tv['built_s']:.0f} s")
+        t = tv["times"]
+        print(f"\nPer-target view, 24 h charts of a target with ~1/4 of {args.rows:,} requests in the last "
+              f"24 h (key press to charts painted, target < 300 ms):")
+        print(f"  open 24 h window     {_stats(t['open_24h'])}")
+        print(f"  admin API alone      {_stats(t['api_24h'])}   (HTTP + SQLite roll-ups + JSON)")
     return 0
 
 

@@ -8,6 +8,7 @@ lets in-flight requests finish (bounded) and flushes every log row.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -163,7 +164,15 @@ class Gateway:
         await runner.setup()
         # a deep accept queue: a burst of thousands of new streams must not overflow it
         site = web.TCPSite(runner, host, port, backlog=4096, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:
+            await runner.cleanup()
+            key = "server.admin_listen" if hostport == self.config.server.admin_listen else "server.listen"
+            why = os.strerror(e.errno) if e.errno else str(e)
+            raise ListenError(f"cannot listen on {hostport} ({key}): {why}"
+                              + ("; another process holds that port: stop it or change "
+                                 f"{key} in {self.config.path}" if e.errno == errno.EADDRINUSE else "")) from None
         self._runners.append(runner)
         sock = site._server.sockets[0]  # type: ignore[union-attr]
         return sock.getsockname()[1]
@@ -244,13 +253,21 @@ def tune_gc() -> None:
     gc.set_threshold(20_000, 20, 100)
 
 
+class ListenError(OSError):
+    """A listener could not bind; the message is one line an operator can act on."""
+
+
 async def serve_forever(config: Config) -> None:
     """Run until SIGTERM/SIGINT, then stop cleanly (flushing the store)."""
     import signal
 
     raise_fd_limit()
     gw = Gateway(config)
-    await gw.start()
+    try:
+        await gw.start()
+    except ListenError:
+        await gw.stop()        # flushes and closes the store the start opened
+        raise
     tune_gc()
     log.info("patchbay listening on %s (admin %s)", gw.url,
              gw.admin_url if gw.admin_port else "disabled")

@@ -29,19 +29,29 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.config}: OK — {len(cfg.vendors)} vendor(s), {len(cfg.routes)} route(s), {n_targets} target(s)")
     for r in cfg.routes.values():
         print(f"  route {r.name}: " + " -> ".join(t.id for t in r.targets))
+    for key, words in cfg.warnings:
+        print(f"warning: {args.config}: {key}: {words}")
     return 0
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from gateway.app import install_uvloop, serve_forever
+    from gateway.app import ListenError, install_uvloop, serve_forever
     cfg = _load(args.config)
     if args.log_format is None and cfg.server.log_format != "text":
         from gateway.logs import setup_logging
         setup_logging(args.log_level, cfg.server.log_format)
+    log = logging.getLogger("patchbay")
+    for key, words in cfg.warnings:
+        if key != "server.admin_token_env":     # the gateway says that one itself as the admin API stays off
+            log.warning("%s: %s: %s", args.config, key, words)
     install_uvloop()
-    asyncio.run(serve_forever(cfg))
+    try:
+        asyncio.run(serve_forever(cfg))
+    except ListenError as e:
+        print(f"patchbay: {e}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -51,12 +61,30 @@ def cmd_mock(argv: list[str]) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    if args.admin_url:
+    """From the admin API like every operator command; from the database file with -c (gateway down)."""
+    if args.config is None:
         from gateway.control.client import history_remote
         return history_remote(args)
     cfg = _load(args.config)
+    from gateway.control.admin import AdminHTTPError, parse_time
     from store.cli import history_main
-    return history_main(cfg.store.path, args.limit, args.route, args.target, args.outcome, args.q)
+    try:
+        since, until = parse_time(args.since, "since"), parse_time(args.until, "until")
+    except AdminHTTPError as e:
+        print(f"patchbay history: {e.message}", file=sys.stderr)
+        return 1
+    return history_main(cfg.store.path, args.limit, args.route, args.target, args.outcome, args.q,
+                        fmt=args.format, failover=args.failover, since=since, until=until)
+
+
+def _limit(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number 1-1000, got {text!r}") from None
+    if not 1 <= n <= 1000:
+        raise argparse.ArgumentTypeError(f"must be 1-1000, got {n}")
+    return n
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -65,9 +93,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
+    from gateway.control.client import admin_url
     from tui.app import run_tui
     token = os.environ.get("PATCHBAY_ADMIN_TOKEN", "")
-    return run_tui(args.admin_url or DEFAULT_ADMIN_URL, token, args.readonly, args.refresh)
+    return run_tui(admin_url(args.admin_url), token, args.readonly, args.refresh)
 
 
 def _control(name: str):
@@ -117,18 +146,28 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--refresh", type=float, default=1.0, help="seconds between state refreshes")
     sp.set_defaults(func=cmd_tui)
 
-    sp = sub.add_parser("history", help="recent requests (from the database, or a gateway with --admin-url)")
-    with_config(sp)
-    sp.add_argument("--admin-url", default=None)
-    sp.add_argument("--limit", type=int, default=20)
+    sp = sub.add_parser("history", help="recent requests from a running gateway (or, with -c, from its "
+                                        "database file while it is down)")
+    with_admin(sp)
+    sp.add_argument("-c", "--config", default=None,
+                    help="read the request log of this config's database file instead of the admin API")
+    sp.add_argument("--limit", type=_limit, default=20, help="rows, 1-1000 (default 20)")
     sp.add_argument("--route")
-    sp.add_argument("--target")
+    sp.add_argument("--target", help="requests that tried this target (any attempt, not only the last)")
     sp.add_argument("--outcome", help="ok | fallback | error | client_error | cut | client_gone")
-    sp.add_argument("--search", "-q", dest="q", help="free text over route, target and error, or a request id")
-    sp.set_defaults(func=cmd_history)
+    sp.add_argument("--failover", action="store_true", help="only requests that failed over")
+    sp.add_argument("--since", help="15m, 2h, 1d, 18:30 as ISO time, or epoch seconds")
+    sp.add_argument("--until")
+    sp.add_argument("--search", "-q", dest="q",
+                    help="free text over route, target and every attempt's error, or a request id")
+    fmt = sp.add_mutually_exclusive_group()
+    fmt.add_argument("--json", dest="format", action="store_const", const="json", help="one JSON array")
+    fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV with a header row")
+    sp.set_defaults(func=cmd_history, format="table")
 
     sp = sub.add_parser("status", help="routes and target health of a running gateway")
     with_admin(sp)
+    sp.add_argument("--json", action="store_true", help="the gateway's /admin/state document as JSON")
     sp.set_defaults(func=_control("status"))
 
     sp = sub.add_parser("order", help="set a route's fallback order")

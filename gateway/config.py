@@ -317,6 +317,8 @@ class Config:
                                          factory=dict, array_by="name")
     prices: dict[str, Price] = key(doc='"vendor/model" = { input, output }, for cost columns', factory=dict)
     upstream: UpstreamLimits = key(doc="what one vendor answer may cost the gateway", factory=UpstreamLimits)
+    # Things that work but are likely mistakes, as (key path, words); check-config and serve print them.
+    warnings: tuple[tuple[str, str], ...] = key(doc="likely mistakes found at load", toml=False, factory=tuple)
 
     @property
     def overrides_path(self) -> str:
@@ -580,7 +582,44 @@ def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Con
                       "(prefill / context_window must match: a target is one upstream with one health)")
     for name in sorted(set(routes) & set(first_def)):
         w.add("routes", f"route name {name!r} is also a target id; clients could not tell them apart")
+    server: ServerConfig = values.get("server") or ServerConfig()
+    if _same_listener(server.listen, server.admin_listen):
+        w.add("server.admin_listen", f"must differ from server.listen ({server.listen}): the admin API "
+                                     "needs its own port")
+    for tid, praw in (raw.get("prices") or {}).items() if isinstance(raw.get("prices"), dict) else ():
+        missing = [k for k in ("input", "output") if isinstance(praw, dict) and k not in praw]
+        if missing:
+            w.add(f"prices.{_quote(tid)}", f"needs {' and '.join(missing)} too (USD per million tokens, e.g. "
+                                              "{ input = 2.0, output = 8.0 })")
 
     if w.problems:
         raise ConfigError(path, w.problems)
-    return Config(path=path, **values)
+    return Config(path=path, warnings=_warnings(values, set(first_def), env), **values)
+
+
+def _warnings(values: dict[str, Any], target_ids: set[str], env: Any) -> tuple[tuple[str, str], ...]:
+    """What works but is likely a mistake: check-config and serve say so, one line each."""
+    out: list[tuple[str, str]] = []
+    for tid in values.get("prices", {}):
+        if target_ids and tid not in target_ids:
+            out.append((f"prices.{_quote(tid)}", f"no route has this target, so this price is never used "
+                                                    f"(targets: {', '.join(sorted(target_ids))})"))
+    server: ServerConfig = values.get("server") or ServerConfig()
+    if split_hostport(server.admin_listen)[0] in ("0.0.0.0", "::", ""):
+        out.append(("server.admin_listen", f"{server.admin_listen} accepts admin connections from every "
+                                           "network; keep it on 127.0.0.1 and reach it over SSH"))
+    if not env.get(server.admin_token_env):
+        out.append(("server.admin_token_env", f"{server.admin_token_env} is not set: the admin API stays "
+                                              "off, so the panel and operator commands cannot attach"))
+    return tuple(out)
+
+
+def _same_listener(a: str, b: str) -> bool:
+    """Two host:port listeners that cannot both bind (same port on the same or a wildcard host)."""
+    try:
+        ha, pa = split_hostport(a)
+        hb, pb = split_hostport(b)
+    except ValueError:
+        return False
+    wild = ("0.0.0.0", "::", "")
+    return pa == pb and pa != 0 and (ha == hb or ha in wild or hb in wild)

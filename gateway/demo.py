@@ -14,6 +14,7 @@ import asyncio
 import os
 import random
 import secrets
+import shutil
 import socket
 import sys
 import tempfile
@@ -44,9 +45,13 @@ CHAOS = [("gpt-4.1", {"fault": "error", "status": 503}), ("gpt-4.1", {"fault": "
 
 
 def _port_free(port: int) -> bool:
+    """Can the gateway listen there? With SO_REUSEADDR, as the gateway itself binds: a demo
+    restarted within a minute (its old connections in TIME_WAIT) keeps ports 4000/4001."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
+            s.listen(1)
         except OSError:
             return False
     return True
@@ -90,6 +95,7 @@ class DemoEngine:
     def __init__(self, rps: float, chaos: bool = True, workdir: Path | None = None):
         self.rps = rps
         self.chaos = chaos
+        self._own_workdir = workdir is None     # a temporary folder of our own is removed on stop
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="patchbay-demo-"))
         # Your own token lets `patchbay status` / `drill` / `tui` in another terminal reach the demo;
         # otherwise a random one that is never shown.
@@ -195,6 +201,8 @@ class DemoEngine:
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
 
 def _log_to_file(path: Path) -> None:
@@ -211,6 +219,10 @@ def _log_to_file(path: Path) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     use_tui = not args.no_tui and sys.stdout.isatty()
+    if not args.no_tui and not use_tui:
+        print("patchbay demo: standard output is not a terminal (piped or redirected), so the control panel "
+              "is off and a text summary prints every 2 s instead; run `patchbay demo` straight in a terminal "
+              "for the panel (or `patchbay demo --no-tui` to ask for this summary).", flush=True)
     engine = DemoEngine(rps=args.rps)
     if use_tui:
         _log_to_file(engine.workdir / "patchbay-demo.log")
@@ -220,7 +232,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"Patchbay demo: gateway {gw.url}/v1 (OpenAI-compatible, no key needed), admin {gw.admin_url}")
     print(f"  try: curl {gw.url}/v1/chat/completions -H 'content-type: application/json' "
           "-d '{\"model\": \"chat\", \"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]}'")
-    print(f"  request log: {engine.workdir / 'patchbay-demo.db'}")
+    print(f"  request log: {engine.workdir / 'patchbay-demo.db'} (removed when the demo stops)")
     if not os.environ.get("PATCHBAY_ADMIN_TOKEN"):
         print("  (export PATCHBAY_ADMIN_TOKEN=<anything> before `patchbay demo` to also drive it with "
               "`patchbay status`, `drill` and `tui` from another terminal)")

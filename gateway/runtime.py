@@ -18,9 +18,21 @@ from gateway.vendors.base import Adapter, env_proxy_secrets, vendor_secrets
 from gateway.routing.breaker import Breaker
 from gateway.config import Config, Price, TargetConfig, VendorConfig
 from gateway.routing.faults import DrillFault
-from gateway.routing.health import Health
+from gateway.routing.health import SERIES_STEP_S, Health
 from gateway.parts import Store
 from store.records import EventRow
+
+
+@dataclass(frozen=True, slots=True)
+class Disable:
+    """One operator disable: of a target itself, or of its whole vendor."""
+
+    reason: str | None
+    by: str | None          # admin client address / operator name
+    at: float               # epoch seconds
+
+    def json(self) -> dict[str, Any]:
+        return {"reason": self.reason, "by": self.by, "at": self.at}
 
 
 @dataclass
@@ -31,12 +43,13 @@ class Target:
     breaker: Breaker
     price: Price | None
     health: Health = field(default_factory=Health)
+    # What the router reads: off by the target's own disable or its vendor's. The two are
+    # kept apart so enabling the vendor leaves a target the operator disabled by itself off.
     disabled: bool = False
-    disabled_reason: str | None = None
+    own_disable: Disable | None = None
+    vendor_disable: Disable | None = None
     fault: DrillFault | None = None
     inflight: int = 0
-    disabled_by: str | None = None      # who disabled it (admin client address / operator name)
-    disabled_at: float | None = None    # epoch seconds
     # the vendor's key and header values, scrubbed from its error texts (never shown: repr=False)
     secrets: tuple[str, ...] = field(default=(), repr=False)
     secret_bytes: tuple[bytes, ...] = field(default=(), repr=False)   # the same, for raw bodies
@@ -48,6 +61,24 @@ class Target:
     @property
     def id(self) -> str:
         return self.cfg.id
+
+    def _disable(self) -> Disable | None:
+        return self.own_disable or self.vendor_disable
+
+    @property
+    def disabled_reason(self) -> str | None:
+        d = self._disable()
+        return d.reason if d is not None else None
+
+    @property
+    def disabled_by(self) -> str | None:
+        d = self._disable()
+        return d.by if d is not None else None
+
+    @property
+    def disabled_at(self) -> float | None:
+        d = self._disable()
+        return d.at if d is not None else None
 
     def active_fault(self) -> DrillFault | None:
         f = self.fault
@@ -115,6 +146,7 @@ class Runtime:
             name: Route(name, [t.id for t in r.targets], r.fallback_response)
             for name, r in config.routes.items()
         }
+        self.vendor_disables: dict[str, Disable] = {}
         self._subscribers: set[asyncio.Queue] = set()
         # called with each finished request that carries a drill id (never for ordinary traffic)
         self.drill_request_listeners: list[Callable[[Any], None]] = []
@@ -196,25 +228,28 @@ class Runtime:
         return [t.id for t in rc.targets] if rc is not None else []
 
     def set_order(self, route: str, order: list[str]) -> Route:
+        """Put the listed targets first, in the order given; the rest keep their order after them.
+
+        A full list is a whole new order; `["b"]` on `a, b, c` gives `b, a, c`.
+        """
         r = self.routes.get(route)
         if r is None:
             raise OperatorError(f"unknown route {route!r}; routes: {', '.join(self.routes) or 'none'}", 404)
         if not isinstance(order, list) or not all(isinstance(x, str) for x in order):
             raise OperatorError('"order" must be a list of target ids')
-        if len(order) != len(r.order) or set(order) != set(r.order):
-            missing = [t for t in r.order if t not in order]
-            extra = [t for t in order if t not in r.order]
-            dup = sorted({t for t in order if order.count(t) > 1})
-            parts = []
-            if missing:
-                parts.append(f"missing {', '.join(missing)}")
-            if extra:
-                parts.append(f"not in this route: {', '.join(extra)}")
-            if dup:
-                parts.append(f"repeated: {', '.join(dup)}")
-            raise OperatorError(f"order for route {route!r} must list each of its targets exactly once "
-                                f"({'; '.join(parts) or 'wrong length'}); targets: {', '.join(r.order)}")
-        r.order = list(order)
+        extra = [t for t in order if t not in r.order]
+        dup = sorted({t for t in order if order.count(t) > 1})
+        parts = []
+        if not order:
+            parts.append("no target listed")
+        if extra:
+            parts.append(f"not in this route: {', '.join(extra)}")
+        if dup:
+            parts.append(f"repeated: {', '.join(dup)}")
+        if parts:
+            raise OperatorError(f"order for route {route!r} lists the targets to put first, each once "
+                                f"({'; '.join(parts)}); targets: {', '.join(r.order)}")
+        r.order = list(order) + [t for t in r.order if t not in order]
         return r
 
     def target(self, target_id: str) -> Target:
@@ -230,15 +265,31 @@ class Runtime:
 
     def set_disabled(self, t: Target, disabled: bool, reason: str | None = None, by: str | None = None,
                      at: float | None = None) -> bool:
-        """Force-disable or enable one target; returns True when something changed."""
+        """Force-disable or enable one target by itself (its vendor's disable is separate);
+        returns True when something changed."""
+        before = t.own_disable
+        t.own_disable = Disable(reason or None, by, at if at is not None else time.time()) if disabled else None
+        t.disabled = t.own_disable is not None or t.vendor_disable is not None
         if disabled:
-            changed = not t.disabled or t.disabled_reason != (reason or None)
-            t.disabled, t.disabled_reason = True, reason or None
-            t.disabled_by, t.disabled_at = by, at if at is not None else time.time()
-            return changed
-        changed = t.disabled
-        t.disabled, t.disabled_reason, t.disabled_by, t.disabled_at = False, None, None, None
-        return changed
+            return before is None or before.reason != (reason or None)
+        return before is not None
+
+    def set_vendor_disabled(self, vendor: str, disabled: bool, reason: str | None = None, by: str | None = None,
+                            at: float | None = None) -> bool:
+        """Disable or enable a whole vendor; targets disabled by themselves stay so."""
+        targets = self.vendor_targets(vendor)
+        before = self.vendor_disables.get(vendor)
+        if disabled:
+            d = self.vendor_disables[vendor] = Disable(reason or None, by, at if at is not None else time.time())
+        else:
+            d = None
+            self.vendor_disables.pop(vendor, None)
+        for t in targets:
+            t.vendor_disable = d
+            t.disabled = t.own_disable is not None or d is not None
+        if disabled:
+            return before is None or before.reason != (reason or None)
+        return before is not None
 
     def routes_of(self, target_id: str) -> list[Route]:
         return [r for r in self.routes.values() if target_id in r.order]
@@ -262,15 +313,20 @@ class Runtime:
             "state": t.health.state(b.state, t.disabled, now),
             "disabled": t.disabled, "disabled_reason": t.disabled_reason, "disabled_by": t.disabled_by,
             "disabled_at": t.disabled_at,
+            "target_disabled": t.own_disable.json() if t.own_disable else None,
+            "vendor_disabled": t.vendor_disable.json() if t.vendor_disable else None,
             "breaker": b.state, "breaker_failures": b.failures,
             "breaker_retry_in_s": (round(max(0.0, b.ready_at - time.monotonic()), 3)
                                    if b.state != "closed" else None),
             "p50_ms": h["p50_ms"], "p95_ms": h["p95_ms"], "latency_source": h["latency_source"],
+            "ttft_p50_ms": h["ttft_p50_ms"], "ttft_p95_ms": h["ttft_p95_ms"],
             "success_rate": h["success_rate"],
-            "rpm": h["rpm"], "cost_per_hour": h["cost_per_hour"],
+            "rpm": h["rpm"], "rpm_now": h["rpm_now"], "cost_per_hour": h["cost_per_hour"],
+            "priced": t.price is not None,
             "last_error": h["last_error"], "last_error_ts": h["last_error_at"],
             "last_ok_ts": t.health.last_ok_at, "last_probe": t.health.last_probe,
-            "latency_series": h["latency_series"], "inflight": t.inflight,
+            "latency_series": h["latency_series"], "ttft_series": h["ttft_series"],
+            "series_step_s": SERIES_STEP_S, "inflight": t.inflight,
             "observations": h["observations"],
             "fault": ({"spec": fault.spec, "drill_id": fault.drill_id} if fault is not None else None),
             "routes": [r.name for r in self.routes_of(t.id)],

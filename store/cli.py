@@ -6,14 +6,17 @@ the gateway is down -- which is exactly when an operator wants the history.
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import sys
 import time
 from typing import Any, Iterable, TextIO
 
-from .history import History
+from .history import LIST_COLUMNS, History
 
-_COLUMNS = ("time (UTC)", "route", "target", "outcome", "status", "att", "latency", "ttft", "tokens", "cost", "error")
+_COLUMNS = ("time (UTC)", "route", "target", "outcome", "status", "att", "latency", "ttft", "tokens", "cost", "error",
+            "request id")
 _ERROR_WIDTH = 48
 
 
@@ -61,6 +64,7 @@ def _cells(row: dict[str, Any]) -> list[str]:
         _tokens(row),
         _cost(row.get("cost")),
         _error(row),
+        str(row.get("id") or "-"),
     ]
 
 
@@ -79,6 +83,35 @@ def format_history_table(rows: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+HISTORY_FILTERS = ("route", "target", "outcome", "q", "since", "until")
+
+
+def history_params(args: Any) -> dict[str, str]:
+    """The history filters given on the command line, as admin API query parameters."""
+    out = {k: str(getattr(args, k)) for k in HISTORY_FILTERS if getattr(args, k, None)}
+    if getattr(args, "failover", False):
+        out["failover"] = "1"
+    return out
+
+
+def write_history(rows: list[dict[str, Any]], more: Any, fmt: str, filtered: bool, out: TextIO) -> None:
+    """A history page as a table (people), JSON (one array) or CSV (header + rows) for scripts."""
+    if fmt == "json":
+        print(json.dumps(rows, indent=1, default=str), file=out)
+        return
+    if fmt == "csv":
+        w = csv.DictWriter(out, fieldnames=list(LIST_COLUMNS), extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return
+    if not rows:
+        print("no requests recorded" + (" matching the filters" if filtered else ""), file=out)
+        return
+    print(format_history_table(rows), file=out)
+    if more:
+        print(f"(showing the {len(rows)} most recent; use --limit for more)", file=out)
+
+
 def history_main(
     db_path: str,
     limit: int = 20,
@@ -88,6 +121,10 @@ def history_main(
     q: str | None = None,
     out: TextIO | None = None,
     err: TextIO | None = None,
+    fmt: str = "table",
+    failover: bool = False,
+    since: float | None = None,
+    until: float | None = None,
 ) -> int:
     """`patchbay history -c FILE [--limit N] [--route R] [--target T] [--outcome O]`: print and return an exit code.
 
@@ -101,14 +138,10 @@ def history_main(
     try:
         with History(db_path) as history:
             rows, more = history.list_requests(route=route, target=target, outcome=outcome, q=q,
-                                               limit=max(1, int(limit)))
+                                               limit=max(1, int(limit)), failover=failover,
+                                               since=since, until=until)
     except Exception as exc:  # a corrupt or foreign file: say so, no traceback
         print(f"patchbay history: cannot read {db_path}: {exc}", file=err)
         return 1
-    if not rows:
-        print("no requests recorded" + (" matching the filters" if (route or target or outcome or q) else ""), file=out)
-        return 0
-    print(format_history_table(rows), file=out)
-    if more:
-        print(f"(showing the {len(rows)} most recent; use --limit for more)", file=out)
+    write_history(rows, more, fmt, bool(route or target or outcome or q or failover), out)
     return 0

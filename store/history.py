@@ -23,6 +23,7 @@ import sqlite3
 import threading
 from typing import Any, Iterable, Sequence
 
+from . import rollups
 from .schema import BOOL_COLUMNS, JSON_COLUMNS, SCHEMA_VERSION
 
 #: columns returned in list pages (bodies only come with get_request)
@@ -36,6 +37,11 @@ LIST_COLUMNS = (
 _SPARSE_MATCHES = 2000
 #: most sub-queries one filter may expand into (lists of routes x targets x outcomes, q matches)
 _MAX_BRANCHES = 64
+
+#: windows up to this long are grouped from the rows themselves; longer ones read the roll-ups
+RAW_SERIES_S = 900.0
+#: the longest a request may last (its attempts start within this of its own start)
+MAX_REQUEST_S = 3600.0
 
 _ID_RE = re.compile(r"^[A-Za-z]+_[0-9a-f]{12,}$")
 
@@ -185,13 +191,16 @@ class History:
         limit: int = 50,
         cursor: str | None = None,
         drill_id: str | None = None,
+        failover: bool = False,
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of requests, newest first, and the cursor for the next page (None at the end).
 
-        route/target/outcome take one value or a list (any of). since/until are epoch
-        seconds (since inclusive, until exclusive). q is free text matched (case-
-        insensitively, as a substring) against route, final target, error class and
-        error message, or an exact request id.
+        route/target/outcome take one value or a list (any of). A target matches every
+        request that tried it (any attempt), not only those it ended, so requests that
+        failed over away from it are found too. since/until are epoch seconds (since
+        inclusive, until exclusive). failover keeps requests that failed over. q is
+        free text matched (case-insensitively, as a substring) against route, final
+        target, the final error and every attempt's error, or an exact request id.
         """
         limit = max(1, min(int(limit), 1000))
         after = decode_cursor(cursor) if cursor else None
@@ -202,9 +211,14 @@ class History:
         routes, targets, outcomes = _as_list(route), _as_list(target), _as_list(outcome)
         if routes == [] or targets == [] or outcomes == []:
             return [], None
+        if targets is not None:
+            return self._by_attempts(conn, targets, routes, outcomes, since, until, q, limit, after,
+                                     drill_id, failover)
 
         base_where: list[str] = []
         base_params: list[Any] = []
+        if failover:
+            base_where.append("failovers > 0")
         if since is not None:
             base_where.append("ts >= ?")
             base_params.append(float(since))
@@ -251,22 +265,108 @@ class History:
             else:
                 rows = self._rows(special, params + [limit + 1])
             results.append(rows)
+        if text and len(text) >= 3:
+            # the errors of attempts that failed over (a request's own error is only its last one)
+            where, params = list(base_where), list(base_params)
+            for col, values in (("route", routes), ("outcome", outcomes)):
+                if values is not None:
+                    where.append(f"{col} IN ({', '.join('?' for _ in values)})")
+                    params.extend(values)
+            results.append(self._walk_attempts(conn, "error IS NOT NULL AND error LIKE ? ESCAPE '\\'",
+                                               [_like_escape(text)], "attempts_err_ts", where, params,
+                                               after, since, limit))
+        return _page(results, limit)
 
-        if len(results) == 1:
-            merged = results[0]
-        else:
-            merged = []
-            seen: set[str] = set()
-            for row in heapq.merge(*results, key=lambda r: (r["ts"], r["id"]), reverse=True):
-                if row["id"] in seen:
-                    continue
-                seen.add(row["id"])
-                merged.append(row)
-                if len(merged) > limit:
+    def _by_attempts(self, conn: sqlite3.Connection, targets: list[str], routes: list[str] | None,
+                     outcomes: list[str] | None, since: float | None, until: float | None, q: str | None,
+                     limit: int, after: tuple[float, str] | None, drill_id: str | None,
+                     failover: bool) -> tuple[list[dict[str, Any]], str | None]:
+        """Requests with any attempt on one of `targets`, the other filters applied to each request."""
+        where: list[str] = []
+        params: list[Any] = []
+        for col, values in (("route", routes), ("outcome", outcomes)):
+            if values is not None:
+                where.append(f"{col} IN ({', '.join('?' for _ in values)})")
+                params.extend(values)
+        if since is not None:
+            where.append("ts >= ?")
+            params.append(float(since))
+        if until is not None:
+            where.append("ts < ?")
+            params.append(float(until))
+        if drill_id is not None:
+            where.append("drill_id = ?")
+            params.append(drill_id)
+        if failover:
+            where.append("failovers > 0")
+        if after is not None:
+            where.append("(ts, id) < (?, ?)")
+            params.extend(after)
+        text = (q or "").strip()
+        if text:
+            like = _like_escape(text)
+            where.append("(route LIKE ? ESCAPE '\\' OR final_target LIKE ? ESCAPE '\\' "
+                         "OR error_class LIKE ? ESCAPE '\\' OR error_message LIKE ? ESCAPE '\\' OR id = ? "
+                         "OR EXISTS (SELECT 1 FROM attempts a WHERE a.request_id = requests.id "
+                         "AND a.error LIKE ? ESCAPE '\\'))")
+            params.extend([like, like, like, like, text, like])
+        if len(targets) > _MAX_BRANCHES:
+            raise ValueError("too many filter combinations")
+        cols = ", ".join(LIST_COLUMNS)
+        results = []
+        for t in targets:
+            # the requests it ended (one index range), and those that only passed through it
+            results.append(self._rows(f"SELECT {cols} FROM requests INDEXED BY requests_target_ts "
+                                      f"WHERE {' AND '.join(['final_target = ?', *where])} "
+                                      "ORDER BY ts DESC, id DESC LIMIT ?", [t, *params, limit + 1]))
+            results.append(self._walk_attempts(conn, "target = ?", [t], "attempts_target_ts", where, params,
+                                               after, since, limit))
+        return _page(results, limit)
+
+    def _walk_attempts(self, conn: sqlite3.Connection, cond: str, cond_params: list[Any], index: str,
+                       where: list[str], params: list[Any], after: tuple[float, str] | None,
+                       since: float | None, limit: int) -> list[dict[str, Any]]:
+        """Up to limit+1 requests, newest first, that have an attempt matching `cond` and pass `where`.
+
+        Walks the attempts index newest first. A request starts no later than its attempts,
+        so once limit+1 requests have started at or after the attempt being read, no
+        attempt further down can belong to a newer request: the walk stops there. Keyset
+        pages stay exact; attempts more than MAX_REQUEST_S after a cursor are not read.
+        """
+        a_where = [cond]
+        a_params = list(cond_params)
+        if after is not None:
+            a_where.append("ts < ?")
+            a_params.append(after[0] + MAX_REQUEST_S)
+        if since is not None:
+            a_where.append("ts >= ?")
+            a_params.append(float(since))
+        cols = ", ".join(LIST_COLUMNS)
+        found: dict[str, dict[str, Any]] = {}
+        pos: tuple[float, int] | None = None
+        chunk = max(100, 2 * limit)
+        while True:
+            extra = " AND (ts, rowid) < (?, ?)" if pos is not None else ""
+            rows = conn.execute(
+                f"SELECT ts, rowid, request_id FROM attempts INDEXED BY {index} WHERE {' AND '.join(a_where)}"
+                f"{extra} ORDER BY ts DESC, rowid DESC LIMIT ?",
+                a_params + (list(pos) if pos is not None else []) + [chunk]).fetchall()
+            ids = list({rid for _, _, rid in rows if rid not in found})
+            for i in range(0, len(ids), 500):
+                part = ids[i:i + 500]
+                cond_ids = f"id IN ({', '.join('?' for _ in part)})"
+                for r in self._rows(f"SELECT {cols} FROM requests WHERE {' AND '.join([cond_ids, *where])}",
+                                    part + params):
+                    found[r["id"]] = r
+            if len(rows) < chunk:
+                break
+            pos = (rows[-1][0], rows[-1][1])
+            if len(found) > limit:
+                best = heapq.nlargest(limit + 1, found.values(), key=lambda r: (r["ts"], r["id"]))
+                if best[-1]["ts"] >= pos[0]:
                     break
-        page = [_decode("requests", r) for r in merged[:limit]]
-        next_cursor = encode_cursor(page[-1]["ts"], page[-1]["id"]) if len(merged) > limit else None
-        return page, next_cursor
+            chunk = min(chunk * 2, 20_000)
+        return sorted(found.values(), key=lambda r: (r["ts"], r["id"]), reverse=True)[:limit + 1]
 
     def _q_branches(self, conn: sqlite3.Connection, text: str, combo: list[tuple[str, str]],
                     where: list[str], params: list[Any]) -> list[tuple[list[str], list[Any], str | None]]:
@@ -400,6 +500,56 @@ class History:
             entry["cost"] = float(r["cost"] or 0.0)
         return out
 
+    def target_series(self, target: str, since: float, until: float, buckets: int = 60) -> dict[str, Any]:
+        """One target over [since, until): per time bucket, p50/p95 of answered requests' total latency
+        and time to first token, attempts and failed attempts; and failed attempts by class.
+
+        Windows over RAW_SERIES_S come from the writer's roll-ups (store/rollups.py), so a day
+        of a busy target reads a few thousand small rows; shorter ones group the rows themselves.
+        """
+        conn = self._conn()
+        step = max(1e-3, (until - since) / buckets)
+        empty = {"since": since, "until": until, "step_s": step, "points": [], "errors_by_class": {}}
+        if conn is None:
+            return empty
+        if until - since > RAW_SERIES_S:
+            return rollups.series(conn, target, since, until, buckets)
+        pts = [{"ts": since + i * step, "n": 0, "p50_ms": None, "p95_ms": None, "ttft_p50_ms": None,
+                "ttft_p95_ms": None, "attempts": 0, "failed": 0} for i in range(buckets)]
+        hists: dict[str, list[dict[int, int]]] = {"lat": [{} for _ in pts], "ttft": [{} for _ in pts]}
+        by_class: dict[str, int] = {}
+        for ts, lat, ttft in conn.execute(
+                "SELECT ts, latency_ms, ttft_ms FROM requests INDEXED BY requests_target_ts WHERE final_target = ? "
+                "AND ts >= ? AND ts < ? AND outcome = 'ok' AND latency_ms IS NOT NULL", (target, since, until)):
+            i = min(buckets - 1, int((ts - since) // step))
+            h = hists["lat"][i]
+            b = rollups.bin_of(lat)
+            h[b] = h.get(b, 0) + 1
+            if ttft is not None:
+                h = hists["ttft"][i]
+                b = rollups.bin_of(ttft)
+                h[b] = h.get(b, 0) + 1
+        for i, p in enumerate(pts):
+            p["n"] = sum(hists["lat"][i].values())
+            p["p50_ms"], p["p95_ms"] = rollups.pct(hists["lat"][i])
+            p["ttft_p50_ms"], p["ttft_p95_ms"] = rollups.pct(hists["ttft"][i])
+        for ts, outcome in conn.execute(
+                "SELECT ts, outcome FROM attempts INDEXED BY attempts_target_ts WHERE target = ? AND ts >= ? "
+                "AND ts < ?", (target, since, until)):
+            p = pts[min(buckets - 1, int((ts - since) // step))]
+            p["attempts"] += 1
+            if outcome != "ok":
+                p["failed"] += 1
+                by_class[outcome] = by_class.get(outcome, 0) + 1
+        return {**empty, "points": pts, "errors_by_class": dict(sorted(by_class.items(), key=lambda kv: -kv[1]))}
+
+    def failed_attempts(self, target: str, since: float | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The target's most recent failed attempts, newest first."""
+        sql = ("SELECT * FROM attempts INDEXED BY attempts_target_ts WHERE target = ? AND outcome != 'ok'"
+               + (" AND ts >= ?" if since is not None else "") + " ORDER BY ts DESC LIMIT ?")
+        params: list[Any] = [target] + ([float(since)] if since is not None else []) + [max(1, int(limit))]
+        return [_decode("attempts", r) for r in self._rows(sql, params)]
+
     def facets(self) -> dict[str, list[str]]:
         """Every route, final target and outcome ever logged (for filter pickers)."""
         out: dict[str, list[str]] = {"routes": [], "targets": [], "outcomes": []}
@@ -452,6 +602,25 @@ class History:
     def get_drill(self, id_: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM drills WHERE id = ?", (id_,))
         return _decode("drills", rows[0]) if rows else None
+
+
+def _page(results: list[list[dict[str, Any]]], limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    """Merge branches (each newest first, up to limit+1 rows) into one page and its next cursor."""
+    if len(results) == 1:
+        merged = results[0]
+    else:
+        merged = []
+        seen: set[str] = set()
+        for row in heapq.merge(*results, key=lambda r: (r["ts"], r["id"]), reverse=True):
+            if row["id"] in seen:
+                continue
+            seen.add(row["id"])
+            merged.append(row)
+            if len(merged) > limit:
+                break
+    page = [_decode("requests", r) for r in merged[:limit]]
+    next_cursor = encode_cursor(page[-1]["ts"], page[-1]["id"]) if len(merged) > limit else None
+    return page, next_cursor
 
 
 def _qualify(where: list[str]) -> str:

@@ -49,6 +49,7 @@ class RequestRow:
     error_class: str | None = None
     error_message: str | None = None
     drill_id: str | None = None
+    skipped_open: str | None = None    # targets passed over because their breaker was open, comma-separated
     request_body: str | None = None    # only when [store] log_bodies = true
     response_body: str | None = None
 

@@ -11,7 +11,10 @@ descending: time alone, and route / final_target / outcome each followed by
 `limit` rows. Free-text search (`q`) over error text uses a trigram FTS5 index
 that only holds rows with an error message (a minority), so it costs nothing on
 successful requests; routes and targets are matched through the small `names`
-table the writer keeps.
+table the writer keeps. Version 2 adds attempts by (target, ts) and attempts
+with error text by ts (history's target filter and search reach requests that
+failed over away from a target), requests that failed over, and the per-target
+roll-ups the charts read (`store/rollups.py`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,10 @@ from typing import Any, Callable
 
 import sqlite_utils
 
+from . import rollups
 from .records import AttemptRow, DrillRow, EventRow, RequestRow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 #: record type -> table name
 TABLES: dict[type, str] = {
@@ -143,9 +147,24 @@ def _create_v1(db: sqlite_utils.Database) -> None:
     )
 
 
+def _add_v2(db: sqlite_utils.Database) -> None:
+    """Failovers are found in history: requests by any target they tried (not only the one that
+    ended them), requests that failed over, and attempts' own errors, each an index walk."""
+    db.executescript(
+        """
+        CREATE INDEX IF NOT EXISTS attempts_target_ts ON attempts(target, ts, outcome);
+        CREATE INDEX IF NOT EXISTS attempts_err_ts ON attempts(ts) WHERE error IS NOT NULL;
+        CREATE INDEX IF NOT EXISTS requests_failover_ts ON requests(ts, id) WHERE failovers > 0;
+        """
+    )
+    db.execute(rollups.CREATE)
+    rollups.backfill(db.conn)
+
+
 #: version -> function that brings a database from version-1 to version.
 MIGRATIONS: dict[int, Callable[[sqlite_utils.Database], None]] = {
     1: _create_v1,
+    2: _add_v2,
 }
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, fields
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from . import rollups
 from .records import AttemptRow, DrillRow, EventRow, RequestRow
 from .schema import JSON_COLUMNS, TABLES, configure_writer, ensure_schema
 
@@ -145,10 +146,13 @@ class Sink:
             groups.setdefault(kind, []).append(spec.params(row))
         if RequestRow in groups:
             new_names = self._new_names(rows)
+        rolled = rollups.deltas(rows)
         conn.execute("BEGIN IMMEDIATE")
         try:
             for kind, params in groups.items():
                 conn.executemany(_SQL[kind].sql, params)
+            if rolled:
+                conn.executemany(rollups.UPSERT, rolled)
             if new_names:
                 conn.executemany("INSERT OR IGNORE INTO names (kind, value) VALUES (?, ?)", list(new_names))
             conn.execute("COMMIT")
@@ -174,6 +178,7 @@ class Sink:
                     conn.execute("SAVEPOINT one")
                     try:
                         conn.execute(spec.sql, params)
+                        conn.executemany(rollups.UPSERT, rollups.deltas([row]))
                         if isinstance(row, RequestRow):
                             new = self._new_names([row])
                             if new:
@@ -228,6 +233,8 @@ class Sink:
                     (cutoff, chunk),
                 )
                 deleted += cur.rowcount
+            for res in rollups.RESOLUTIONS:     # roll-ups age out with the rows they count
+                conn.execute("DELETE FROM rollups WHERE res = ? AND slot < ?", (res, int(cutoff // res)))
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:

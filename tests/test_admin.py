@@ -118,7 +118,7 @@ async def test_route_order_takes_effect_and_rejects_non_permutations(gw, admin, 
     assert resp.json()["model"] == "deepseek-chat"
 
     bad = [
-        ({"order": ["openai/gpt-4.1"]}, 400, "missing deepseek/deepseek-chat"),
+        ({"order": []}, 400, "no target listed"),
         ({"order": ["openai/gpt-4.1", "openai/gpt-4.1"]}, 400, "repeated"),
         ({"order": ["openai/gpt-4.1", "deepseek/deepseek-chat", "gemini/x"]}, 400, "not in this route"),
         ({"order": "openai/gpt-4.1"}, 400, "list of target ids"),
@@ -137,6 +137,7 @@ async def test_route_order_takes_effect_and_rejects_non_permutations(gw, admin, 
     # the rejected attempts changed nothing
     st = (await admin.get("/admin/state")).json()
     assert st["routes"][0]["order"] == new
+
 
     await flush(gw)
     ops = History(gw.config.store.path).list_events(kind="operator")
@@ -339,3 +340,16 @@ async def test_history_pages_over_ten_thousand_rows(gw, admin):
         assert r.status_code == 400, (params, r.text)
         assert next(iter(params)) in r.json()["error"]["message"]
     assert (await admin.get("/admin/events/recent", params={"before_id": str(2**63 - 1)})).status_code == 200
+
+
+async def test_partial_order_puts_the_listed_targets_first(start_gateway, gateway_cfg):
+    """Issue 12: `order chat b` means "b first, the rest keep their order" (README's own example)."""
+    gateway_cfg["routes"][0]["targets"].append({"vendor": "gemini", "model": "gemini-2.0-flash"})
+    gw = await start_gateway(gateway_cfg, env=ENV)
+    async with httpx.AsyncClient(base_url=gw.admin_url, headers=AUTH, timeout=10) as admin:
+        r = await admin.post("/admin/routes/chat/order", json={"order": ["gemini/gemini-2.0-flash"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["order"] == ["gemini/gemini-2.0-flash", "openai/gpt-4.1", "deepseek/deepseek-chat"]
+        r = await admin.post("/admin/routes/chat/order",
+                             json={"order": ["deepseek/deepseek-chat", "openai/gpt-4.1"]})
+        assert r.json()["order"] == ["deepseek/deepseek-chat", "openai/gpt-4.1", "gemini/gemini-2.0-flash"]

@@ -319,3 +319,51 @@ def test_a_config_without_routes_is_refused(tmp_path, routes, reason):
     with pytest.raises(ConfigError) as ei:
         parse_config({"vendors": {}, "routes": routes}, str(tmp_path / "patchbay.toml"), {})
     assert ("routes", reason) in ei.value.problems
+
+
+def test_check_config_names_listener_price_and_token_mistakes(tmp_path, capsys):
+    """Issue 12: each of these gets one line from check-config (errors refuse, warnings print)."""
+    from gateway.cli import main
+
+    same = GOOD.replace('admin_listen = "127.0.0.1:4001"', 'admin_listen = "127.0.0.1:4000"')
+    assert ("server.admin_listen", "must differ from server.listen (127.0.0.1:4000): the admin API needs "
+            "its own port") in problems(tmp_path, same)
+    no_output = GOOD.replace('{ input = 2.00, output = 8.00 }', '{ input = 2.00 }')
+    assert any(k == 'prices."openai/gpt-4.1"' and "needs output too" in w for k, w in problems(tmp_path, no_output))
+
+    text = (GOOD.replace('admin_listen = "127.0.0.1:4001"', 'admin_listen = "0.0.0.0:4001"')
+            + '"openai/gpt-4.2" = { input = 1.0, output = 2.0 }\n')
+    path = write(tmp_path, text)
+    import os
+    os.environ.pop("PATCHBAY_ADMIN_TOKEN", None)
+    os.environ["TEST_OPENAI_KEY"] = "sk-x"
+    try:
+        assert main(["check-config", "-c", str(path)]) == 0
+    finally:
+        os.environ.pop("TEST_OPENAI_KEY", None)
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("warning:")]
+    assert len(lines) == 3, lines
+    assert any('prices."openai/gpt-4.2": no route has this target' in ln for ln in lines)
+    assert any("server.admin_listen: 0.0.0.0:4001 accepts admin connections from every network" in ln
+               for ln in lines)
+    assert any("PATCHBAY_ADMIN_TOKEN is not set: the admin API stays off, so the panel and operator "
+               "commands cannot attach" in ln for ln in lines)
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line(tmp_path):
+    import socket
+
+    from tests.serve_proc import serve_command
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        text = GOOD.replace('listen = "127.0.0.1:4000"', f'listen = "127.0.0.1:{port}"').replace(
+            'admin_listen = "127.0.0.1:4001"', 'admin_listen = "127.0.0.1:0"')
+        path = write(tmp_path, text)
+        res = subprocess.run([*serve_command(), "serve", "-c", str(path)], capture_output=True, text=True,
+                             env={"TEST_OPENAI_KEY": "sk-x", "PATH": "/usr/bin:/bin"}, timeout=60)
+    assert res.returncode == 1
+    assert "Traceback" not in res.stderr
+    assert (f"patchbay: cannot listen on 127.0.0.1:{port} (server.listen): Address already in use; another "
+            f"process holds that port: stop it or change server.listen in {path}") in res.stderr

@@ -175,3 +175,27 @@ async def test_drills_outlive_a_restart_in_the_log(start_gateway, gateway_cfg):
         assert [(d["id"], d["state"], d["fault"], d["duration"]) for d in listed] == [(did, "cancelled", "latency:50", 60)]
         d = (await admin.get(f"/admin/drills/{did}")).json()
         assert d["state"] == "cancelled" and d["report"]["target"] == "deepseek/deepseek-chat"
+
+
+async def test_a_drill_on_a_target_that_serves_nothing_says_it_exercised_nothing(gw, admin):
+    """Issue 12: a disabled (not serving) target's drill warns instead of reporting a clean 0."""
+    r = await admin.post("/admin/targets/openai%2Fgpt-4.1/disable", json={"reason": "maintenance"})
+    assert r.status_code == 200
+    r = await admin.post("/admin/drills", json={"target": "openai/gpt-4.1", "fault": "error:503", "duration": 0.3,
+                                                 "traffic": 20})
+    d = await finished(admin, r.json()["id"])
+    rep = d["report"]
+    assert rep["requests"] > 0 and rep["requests_rerouted"] == 0 and rep["serving_at_start"] == []
+    assert rep["warnings"] and "serving no route when the drill started (it was disabled)" in rep["warnings"][0]
+    rows = dict(d["report_rows"])
+    assert rows["breaker open after"] == "never opened" and rows["requests rerouted"] == "0"
+    from gateway.control.client import format_report
+    assert "warning: openai/gpt-4.1 was serving no route" in format_report(d)
+
+
+def test_added_latency_is_never_a_negative_latency():
+    from gateway.control.drills import added_latency_words, report_rows
+    assert [added_latency_words(v) for v in (None, -0.0, -0.4, 0.6, -100.4, 12.34, 1500.0)] == [
+        "-", "none", "none", "none", "none (100ms faster)", "+12ms", "+1500ms"]
+    rows = dict(report_rows({"requests": 5, "added_latency_ms": -3.25, "breaker_open_s": None}))
+    assert rows["added latency (p50)"] == "none (3.2ms faster)" and rows["breaker open after"] == "never opened"

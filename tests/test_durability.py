@@ -423,12 +423,15 @@ async def test_overrides_written_through_the_admin_api_survive_kill_9(tmp_path: 
         gw.kill()
     assert writes > 10
     data = tomllib.loads(path.read_text())
-    assert set(data.get("disabled", {})) in (set(), {"openai/gpt-4.1"})
+    # a vendor disable is kept as such (not copied onto its targets' own entries)
+    vendors = set(data.get("disabled_vendors", {}))
+    assert vendors in (set(), {"openai"}) and not data.get("disabled")
     gw2 = serve(tmp_path, vendor.url, name="again").start()
     try:
         status, state = await get_json(f"{gw2.admin_url}/admin/state", ADMIN_TOKEN)
         assert status == 200 and state["overrides"]["ok"] is True, state["overrides"]
         disabled = {t["id"] for t in state["targets"] if t["disabled"]}
-        assert disabled == set(data.get("disabled", {}))
+        assert disabled == {t["id"] for t in state["targets"] if t["vendor"] in vendors}
+        assert all(t["vendor_disabled"] and not t["target_disabled"] for t in state["targets"] if t["disabled"])
     finally:
         assert gw2.stop() == 0

@@ -17,7 +17,8 @@ def test_percentiles_rates_and_cost_over_the_window():
     t0 = 1_000_000.0
     with at(t0):
         for ms in range(1, 1001):                 # 1..1000 ms, one of each
-            h.observe(True, float(ms), cost=0.01)
+            h.observe(True, cost=0.01)
+            h.answered(float(ms))
         h.observe(False, 5.0, "server 503", ErrorClass.SERVER)
         h.observe(False, 5.0, "bad request", ErrorClass.BAD_REQUEST)   # the client's fault: not health
         s = h.snapshot()
@@ -44,7 +45,8 @@ def test_probes_do_not_count_as_traffic_or_hide_real_latency():
         s = h.snapshot()
         assert s["rpm"] == 0.0 and abs(s["p50_ms"] - 2.0) < 0.1   # probes only: their latency shows
         assert s["latency_series"] == []                          # sparklines are for client traffic
-        h.observe(True, 400.0)
+        h.observe(True)
+        h.answered(400.0)
         s = h.snapshot()
     assert s["rpm"] == 1.0 and abs(s["p50_ms"] - 400) < 9 and len(s["latency_series"]) == 1
 
@@ -83,6 +85,34 @@ def test_latency_source_says_requests_or_probes():
     assert h.snapshot()["latency_source"] is None
     h.observe(True, 3.0, probe=True)
     assert h.snapshot()["latency_source"] == "probes" and h.snapshot()["p50_ms"] is not None
-    h.observe(True, 400.0)
+    h.observe(True)
+    h.answered(400.0)
     snap = h.snapshot()
     assert snap["latency_source"] == "requests" and snap["p50_ms"] >= 300
+
+
+def test_time_to_first_token_and_total_latency_are_kept_apart():
+    """A stream's total (start to last byte) and its TTFT (start to first token) each get p50/p95."""
+    h = Health()
+    with at(4_000_000.0):
+        for ms in range(421, 654):           # 233 streams, 421..653 ms in total
+            h.observe(True)
+            h.answered(float(ms), float(ms) / 2)
+        h.answered(100.0)                    # a non-stream: no TTFT
+        s = h.snapshot()
+    assert 421 * 0.98 <= s["p50_ms"] <= 653 and abs(s["p95_ms"] - 641) <= 641 * 0.02
+    assert abs(s["ttft_p50_ms"] - 537 / 2) <= 537 / 2 * 0.03 and s["ttft_p95_ms"] > s["ttft_p50_ms"]
+    assert len(s["latency_series"]) == len(s["ttft_series"]) == 1
+
+
+def test_current_rate_drops_within_ten_seconds():
+    """`rpm` is the last minute; `rpm_now` the last 10 s, so a disabled target shows 0 at once."""
+    h = Health()
+    with at(5_000_000.0):
+        for _ in range(30):
+            h.observe(True)
+    with at(5_000_000.0 + 11):
+        s = h.snapshot()
+    assert s["rpm"] == 30.0 and s["rpm_now"] == 0.0
+    with at(5_000_000.0 + 5):
+        assert h.snapshot()["rpm_now"] == 180.0

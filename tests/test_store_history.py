@@ -286,3 +286,105 @@ def test_both_search_strategies_agree(big, monkeypatch, threshold, q, filters) -
 
     with History(path) as h:
         assert page_all(h, 60, q=q, **filters) == expected(rows, pred)
+
+
+@pytest.fixture(scope="module")
+def chains(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, list[RequestRow], dict[str, list[AttemptRow]]]:
+    """3,000 requests with attempt chains: some fail over from one target to another."""
+    path = str(tmp_path_factory.mktemp("chains") / "log.db")
+    rnd = random.Random(11)
+    rows, attempts = [], {}
+    t0 = 1_700_000_000.0
+    for i in range(3000):
+        ts = t0 + i // 2
+        rid = f"req_{rnd.getrandbits(64):016x}"
+        tried = rnd.sample(TARGETS, rnd.choice([1, 1, 1, 2, 3]))
+        chain = []
+        for n, tgt in enumerate(tried, 1):
+            last = n == len(tried)
+            chain.append(AttemptRow(rid, n, tgt, ts + n * 0.5, 100.0, "ok" if last else "server_error",
+                                    200 if last else 503, None if last else f"{tgt} answered 503 overloaded #{i}"))
+        rows.append(RequestRow(id=rid, ts=ts, route="chat", stream=False, outcome="ok", http_status=200,
+                               final_target=tried[-1], attempts=len(chain), failovers=len(chain) - 1,
+                               latency_ms=100.0 * len(chain)))
+        attempts[rid] = chain
+    store = Store(path).start()
+    for r in rows:
+        assert store.put(r)
+        for a in attempts[r.id]:
+            assert store.put(a)
+    assert store.close(timeout=60)
+    return path, rows, attempts
+
+
+def test_target_filter_finds_requests_that_failed_over_away_from_it(chains) -> None:
+    """Issue 12: a target filter matches any attempt on it, keyset pages included."""
+    path, rows, attempts = chains
+    tried = lambda r, t: any(a.target == t for a in attempts[r.id])  # noqa: E731
+    with History(path) as h:
+        ids = page_all(h, 50, target="openai/gpt-4.1")
+        assert ids == expected(rows, lambda r: tried(r, "openai/gpt-4.1"))
+        assert any(r.final_target != "openai/gpt-4.1" for r in rows if r.id in set(ids))
+        ids = page_all(h, 40, target=["openai/gpt-4.1", "deepseek/deepseek-chat"], failover=True,
+                       since=1_700_000_000.0 + 300)
+        assert ids == expected(rows, lambda r: (tried(r, "openai/gpt-4.1") or tried(r, "deepseek/deepseek-chat"))
+                               and r.failovers > 0 and r.ts >= 1_700_000_300.0)
+
+
+def test_failover_filter_and_search_over_every_attempts_error(chains) -> None:
+    path, rows, attempts = chains
+    with History(path) as h:
+        assert page_all(h, 100, failover=True) == expected(rows, lambda r: r.failovers > 0)
+        # the final error of these requests is empty: only an attempt's error says "#1234"
+        got = page_all(h, 10, q="overloaded #1234")
+        assert got == expected(rows, lambda r: any("overloaded #1234" in (a.error or "") for a in attempts[r.id]))
+        assert got
+        got = page_all(h, 30, q="anthropic/claude-sonnet answered", target="gemini/gemini-2.0-flash")
+        assert got == expected(rows, lambda r: any(a.target == "gemini/gemini-2.0-flash" for a in attempts[r.id])
+                               and any("anthropic/claude-sonnet answered" in (a.error or "")
+                                       for a in attempts[r.id]))
+
+
+def test_rollups_give_the_same_chart_as_the_rows_and_backfill_rebuilds_them(tmp_path) -> None:
+    """Issue 12 (per-target view): hour and day charts come from the writer's roll-ups; their counts
+    equal the rows', their percentiles stay within a bin (5%), and a migration rebuilds them."""
+    import sqlite3
+
+    from store import rollups
+    path = str(tmp_path / "r.db")
+    rnd = random.Random(3)
+    t0 = 1_700_000_400.0 - (1_700_000_400.0 % 600)
+    rows, lat = [], []
+    for i in range(4000):
+        ts = t0 + i * 21.6                 # 24 h
+        rid = f"req_{i:08x}"
+        ok = i % 9 != 0
+        ms = rnd.lognormvariate(6.0, 0.5)
+        rows.append(RequestRow(id=rid, ts=ts, route="chat", stream=True, outcome="ok" if ok else "error",
+                               http_status=200 if ok else 503, final_target="openai/gpt-4.1" if ok else None,
+                               latency_ms=ms, ttft_ms=ms / 3))
+        rows.append(AttemptRow(rid, 1, "openai/gpt-4.1", ts, ms, "ok" if ok else "server", 200 if ok else 503))
+        if ok:
+            lat.append((ts, ms))
+    store = Store(path).start()
+    for r in rows:
+        assert store.put(r)
+    assert store.close(timeout=60)
+    with History(path) as h:
+        day = h.target_series("openai/gpt-4.1", t0, t0 + 86400, buckets=72)
+        hour = h.target_series("openai/gpt-4.1", t0 + 3600, t0 + 7200, buckets=60)
+    assert day["resolution_s"] == 600 and hour["resolution_s"] == 60
+    for s, since, step in ((day, t0, 1200), (hour, t0 + 3600, 60)):
+        for i, p in enumerate(s["points"]):
+            values = sorted(ms for ts, ms in lat if since + i * step <= ts < since + (i + 1) * step)
+            assert p["n"] == len(values)
+            if values:
+                want = values[min(len(values) - 1, int(0.5 * len(values)))]
+                assert abs(p["p50_ms"] - want) <= want * 0.05 and abs(p["ttft_p50_ms"] - want / 3) <= want / 3 * 0.06
+    assert sum(p["failed"] for p in day["points"]) == day["errors_by_class"]["server"] == 4000 - len(lat)
+    assert sum(p["attempts"] for p in day["points"]) == 4000
+    with sqlite3.connect(path) as conn:
+        before = conn.execute("SELECT * FROM rollups ORDER BY 1, 2, 3, 4, 5").fetchall()
+        conn.execute("DELETE FROM rollups")
+        rollups.backfill(conn)
+        assert conn.execute("SELECT * FROM rollups ORDER BY 1, 2, 3, 4, 5").fetchall() == before

@@ -496,8 +496,8 @@ async def test_help_palette_and_pause(gw):
         await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
         await pilot.press("question_mark")
         await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen), "help")
-        text = _export_text(app)
-        assert "Everywhere" in text and "History" in text
+        text = await wait_for(pilot, lambda: "Everywhere" in (t := _export_text(app)) and t, "help painted")
+        assert "Everywhere" in text and "Request history" in text
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, DashboardScreen), "help closed")
         # ':' opens Textual's command palette with views and actions
@@ -573,7 +573,7 @@ async def test_no_color_dashboard_shows_open_target_inverted(monkeypatch):
     try:
         app = PatchbayApp(srv.url, srv.token, refresh=0.2)
         async with app.run_test(size=(80, 24)) as pilot:
-            await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
+            await wait_for(pilot, lambda: len(tiles(app)) == 5, "tiles")
             tile = tiles(app)["openai/gpt-4.1"]
             await wait_for(pilot, lambda: "OPEN" in tile.render().plain, "tile text")
             head = tile.render()
@@ -601,7 +601,7 @@ async def test_repeated_events_are_counted_on_one_line(monkeypatch):
     try:
         app = PatchbayApp(srv.url, srv.token, refresh=0.2)
         async with app.run_test(size=(160, 48)) as pilot:
-            await wait_for(pilot, lambda: len(tiles(app)) == 4, "tiles")
+            await wait_for(pilot, lambda: len(tiles(app)) == 5, "tiles")
             feed = app.screen_stack[0].query_one(EventFeed)
             await wait_for(pilot, lambda: feed.size.width > 0, "feed laid out")
             for e in [ev] * 5 + [{**ev, "kind": "breaker", "detail": {"from": "closed",
@@ -636,11 +636,12 @@ def test_history_time_filters_accept_what_operators_type(monkeypatch):
         _time.tzset()
 
 
-def test_target_ids_shrink_vendor_first():
+def test_target_ids_keep_the_vendor_and_cut_the_model_end():
+    """Issue 12: `ope/`, `dee/` said nothing; the vendor stays whole, the model's end gives way."""
     from tui.fmt import target_clip
     assert target_clip("openai/gpt-4.1", 14) == "openai/gpt-4.1"
-    assert target_clip("anthropic/claude-sonnet-4-20250514", 24) == "ant/claude-sonnet-4-202…"
-    assert target_clip("deepseek/deepseek-chat", 17) == "dee/deepseek-chat"
+    assert target_clip("anthropic/claude-sonnet-4-20250514", 24) == "anthropic/claude-sonnet…"
+    assert target_clip("deepseek/deepseek-chat", 17) == "deepseek/deepsee…"
 
 
 async def test_global_keys_wait_while_a_question_is_open(gw):

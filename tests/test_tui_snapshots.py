@@ -1,4 +1,4 @@
-"""Snapshots of the control panel at 80x24 and 160x48, from fixed data.
+"""Snapshots of the control panel at 80x24 and 200x50, from fixed data.
 
 A live gateway cannot give pixel-stable screens (real latencies, real clocks),
 so these feed recorded admin-API documents through the TUI's real AdminClient
@@ -32,10 +32,12 @@ from tests.test_tui_support import (
 from tui.app import PatchbayApp
 from tui.screens.detail import DetailScreen
 from tui.screens.drill import DrillScreen
+from tui.screens.history import HistoryScreen
+from tui.screens.target import TargetScreen
 from tui.widgets.confirm import ConfirmModal
 from tui.widgets.tile import TargetTile
 
-SIZES = [(80, 24), (160, 48)]
+SIZES = [(80, 24), (200, 50)]
 SHOWN_URL = "http://gateway.test:4001"   # the top bar shows this, whatever port the server got
 
 
@@ -97,7 +99,7 @@ async def _painted(pilot: Pilot, cond) -> None:
     raise AssertionError("screen never settled")
 
 
-def _tiles_ready(pilot: Pilot, n: int = 4):
+def _tiles_ready(pilot: Pilot, n: int = 5):
     app = pilot.app
 
     def ready() -> bool:
@@ -135,7 +137,7 @@ def test_confirm_modal_disable_target(snap_compare, size):
     try:
         async def run_before(pilot: Pilot) -> None:
             await _painted(pilot, _tiles_ready(pilot))
-            await pilot.press("k")                   # wrap to the last tile: gemini, throttled
+            await pilot.press("k")                   # wrap to the last tile: gpt-4.1-mini (scrolled into view)
             await pilot.press("d")
             await _painted(pilot, lambda: isinstance(pilot.app.screen, ConfirmModal))
         assert snap_compare(_app(srv), terminal_size=size, run_before=run_before)
@@ -184,6 +186,38 @@ def test_history_page(snap_compare, size):
             await _painted(pilot, _tiles_ready(pilot))
             await pilot.press("h")
             await _painted(pilot, lambda: len(getattr(pilot.app.screen, "rows", [])) == 50)
+        assert snap_compare(_app(srv), terminal_size=size, run_before=run_before)
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_target_view(snap_compare, size):
+    """The per-target view of the open target mid-incident: charts with axes, failures, breaker."""
+    srv = _server(degraded_state())
+    try:
+        async def run_before(pilot: Pilot) -> None:
+            await _painted(pilot, _tiles_ready(pilot))
+            await pilot.press("enter")
+            await _painted(pilot, lambda: isinstance(pilot.app.screen, TargetScreen)
+                           and pilot.app.screen.data is not None)
+        assert snap_compare(_app(srv), terminal_size=size, run_before=run_before)
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_history_failovers_only(snap_compare, size):
+    """History with the error (and, wide, request id) columns, filtered to requests that failed over."""
+    srv = _server(degraded_state())
+    try:
+        async def run_before(pilot: Pilot) -> None:
+            await _painted(pilot, _tiles_ready(pilot))
+            await pilot.press("h")
+            await _painted(pilot, lambda: len(getattr(pilot.app.screen, "rows", [])) == 50)
+            await pilot.press("F")
+            await _painted(pilot, lambda: isinstance(pilot.app.screen, HistoryScreen)
+                           and pilot.app.screen.filters.failover and not pilot.app.screen.is_loading)
         assert snap_compare(_app(srv), terminal_size=size, run_before=run_before)
     finally:
         srv.stop()

@@ -34,15 +34,20 @@ def healthy_state() -> dict[str, Any]:
         ("anthropic", "claude-sonnet-4-20250514", 655, 1420, 0.995, 14, 0.09, 3),
         ("deepseek", "deepseek-chat", 520, 1310, 1.0, 6, 0.01, 7),
         ("gemini", "gemini-2.0-flash", 301, 690, 0.999, 2, 0.0, 11),
+        ("openai", "gpt-4.1-mini", 181, 402, 1.0, 31, 0.01, 5),
     ]
     return {
-        "routes": [{"name": "chat", "order": [f"{v}/{m}" for v, m, *_ in targets],
-                    "serving": "openai/gpt-4.1"}],
+        "routes": [{"name": "chat", "order": [f"{v}/{m}" for v, m, *_ in targets[:4]],
+                    "serving": "openai/gpt-4.1"},
+                   {"name": "fast", "order": ["openai/gpt-4.1-mini", "gemini/gemini-2.0-flash"],
+                    "serving": "openai/gpt-4.1-mini"}],
         "targets": [
             {"id": f"{v}/{m}", "vendor": v, "model": m, "state": "healthy", "disabled": False,
              "breaker": "closed", "p50_ms": p50, "p95_ms": p95, "success_rate": sr,
-             "rpm": rpm, "cost_per_hour": cost, "last_error": None,
-             "latency_series": _series(p50, phase=ph)}
+             "ttft_p50_ms": round(p50 * 0.55), "ttft_p95_ms": round(p95 * 0.5),
+             "rpm": rpm, "rpm_now": rpm, "cost_per_hour": cost, "priced": v != "gemini",
+             "last_error": None, "latency_series": _series(p50, phase=ph), "series_step_s": 5.0,
+             "target_disabled": None, "vendor_disabled": None}
             for v, m, p50, p95, sr, rpm, cost, ph in targets
         ],
         "drills": [],
@@ -52,15 +57,18 @@ def healthy_state() -> dict[str, Any]:
 
 def degraded_state() -> dict[str, Any]:
     st = healthy_state()
-    oa, an, ds, ge = st["targets"]
-    oa.update(state="open", breaker="open", success_rate=0.412, rpm=3, p50_ms=10012,
-              p95_ms=10020, last_error="503 server_error: upstream overloaded",
+    oa, an, ds, ge, _mini = st["targets"]
+    oa.update(state="open", breaker="open", success_rate=0.412, rpm=3, rpm_now=0, p50_ms=10012,
+              p95_ms=10020, ttft_p50_ms=9800, ttft_p95_ms=10010,
+              last_error="503 server_error: upstream overloaded",
               last_error_ts=FROZEN_NOW - 12, latency_series=_series(400, spread=20, phase=2))
-    an.update(state="degraded", success_rate=0.93, rpm=118, p95_ms=4200,
+    an.update(state="degraded", success_rate=0.93, rpm=118, rpm_now=126, p95_ms=4200,
               last_error="529 overloaded_error", last_error_ts=FROZEN_NOW - 95)
     ds.update(state="disabled", disabled=True, disabled_reason="billing hold",
-              rpm=0, success_rate=None)
-    ge.update(state="throttled", rpm=9, last_error="429 RESOURCE_EXHAUSTED",
+              target_disabled={"reason": "billing hold", "by": "127.0.0.1 (alice)", "at": FROZEN_NOW - 300},
+              vendor_disabled={"reason": "vendor outage", "by": "127.0.0.1 (bob)", "at": FROZEN_NOW - 200},
+              rpm=40, rpm_now=0, success_rate=None)
+    ge.update(state="throttled", rpm=9, rpm_now=12, last_error="429 RESOURCE_EXHAUSTED",
               last_error_ts=FROZEN_NOW - 40)
     st["routes"][0]["serving"] = "anthropic/claude-sonnet-4-20250514"
     return st
@@ -120,15 +128,57 @@ def request_detail(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def done_drill() -> dict[str, Any]:
+    from gateway.control.drills import report_rows   # the gateway's own wording, as its admin API sends it
+    report = {"target": "openai/gpt-4.1", "fault": "error:503", "duration_s": 30.0,
+              "time_to_detect_s": 0.412, "detected_by": "breaker_open", "breaker_open_s": 0.412,
+              "time_to_failover_s": 0.018, "requests": 300, "requests_rerouted": 296,
+              "answered_by": {"anthropic/claude-sonnet-4-20250514": 296, "openai/gpt-4.1": 4},
+              "client_visible_errors": 0, "fallback_responses": 0, "failed_attempts": 12,
+              "p50_ms_during": 697.0, "p50_ms_before": 656.0, "added_latency_ms": 41.0,
+              "synthetic": {"sent": 300, "ok": 300, "failed": 0},
+              "time_back_to_normal_s": 17.5, "recovery": "recovered", "serving_at_start": ["chat"],
+              "warnings": []}
     return {
         "id": "drill_0001", "target": "openai/gpt-4.1", "fault": "error:503",
         "duration": 30, "traffic": 10, "state": "done",
         "started": FROZEN_NOW - 120, "ended": FROZEN_NOW - 90,
-        "report": {"time_to_detect_ms": 412, "time_to_failover_ms": 18,
-                   "requests_rerouted": 296, "client_errors": 0,
-                   "added_latency_ms": 41, "time_to_recover_s": 17.5,
-                   "requests_total": 300},
+        "report": report, "report_rows": report_rows(report),
     }
+
+
+def target_detail(state: dict[str, Any], tid: str, window: str) -> dict[str, Any]:
+    """GET /admin/targets/{id}: fixed series (60 buckets), failures, breaker events, routes."""
+    target = next(t for t in state["targets"] if t["id"] == tid)
+    span = {"5m": 300, "1h": 3600, "24h": 86400}.get(window, 3600)
+    step = span / 60
+    base = target.get("p50_ms") or 400
+    lat = _series(base, n=60, spread=0.6, phase=3)
+    points = []
+    for i in range(60):
+        quiet = i in (7, 8, 30)
+        failed = 6 if 44 <= i <= 47 else 0
+        points.append({"ts": FROZEN_NOW - span + i * step, "n": 0 if quiet else 40,
+                       "p50_ms": None if quiet else lat[i], "p95_ms": None if quiet else lat[i] * 2.1,
+                       "ttft_p50_ms": None if quiet else round(lat[i] * 0.55, 1),
+                       "ttft_p95_ms": None if quiet else round(lat[i] * 1.1, 1),
+                       "attempts": 0 if quiet else 40 + failed, "failed": failed})
+    routes = [{"name": r["name"], "position": r["order"].index(tid) + 1, "of": len(r["order"]),
+               "serving": r.get("serving")} for r in state["routes"] if tid in r["order"]]
+    failed_attempts = [
+        {"request_id": f"req_{900 + i:06d}", "n": 1, "target": tid, "ts": FROZEN_NOW - 300 - i * 40,
+         "latency_ms": 2012.0 - i * 100, "outcome": "server", "http_status": 503,
+         "error": "server 503: upstream overloaded", "continuation": False, "drill_id": None}
+        for i in range(4)]
+    return {"target": target, "window": window, "routes": routes,
+            "series": {"since": FROZEN_NOW - span, "until": FROZEN_NOW, "step_s": step, "points": points,
+                       "errors_by_class": {"server": 24, "timeout": 3}},
+            "failed_attempts": failed_attempts,
+            "breaker_events": [{"id": 9, "ts": FROZEN_NOW - 30, "kind": "breaker", "target": tid,
+                                "detail": {"from": "closed", "to": "open", "reason": "server 503"}},
+                               {"id": 5, "ts": FROZEN_NOW - 900, "kind": "breaker", "target": tid,
+                                "detail": {"from": "half_open", "to": "closed", "reason": "probe ok"}}],
+            "events": [dict(e, id=i) for i, e in enumerate(reversed(fixed_events()))
+                       if e.get("target") == tid]}
 
 
 @dataclass
@@ -182,6 +232,8 @@ class RecordedAdmin:
         r = app.router
         r.add_get("/admin/state", self._state)
         r.add_get("/admin/events", self._events)
+        r.add_get("/admin/events/recent", self._recent)
+        r.add_get("/admin/targets/{id:.+}", self._target)
         r.add_get("/admin/requests", self._requests)
         r.add_get("/admin/requests/{id}", self._request)
         r.add_get("/admin/drills", self._drills)
@@ -233,6 +285,15 @@ class RecordedAdmin:
             pass
         return resp
 
+    async def _recent(self, request: web.Request) -> web.Response:
+        return web.json_response({"events": [dict(e, id=i) for i, e in reversed(list(enumerate(self.events)))]})
+
+    async def _target(self, request: web.Request) -> web.Response:
+        tid = request.match_info["id"].replace("%2F", "/")
+        if not any(t["id"] == tid for t in self.state["targets"]):
+            return web.json_response({"error": {"message": "no such target"}}, status=404)
+        return web.json_response(target_detail(self.state, tid, request.query.get("window", "1h")))
+
     def push_event(self, ev: dict[str, Any]) -> None:
         """Send one more event to every open event stream (thread-safe)."""
         assert self._loop is not None
@@ -245,6 +306,8 @@ class RecordedAdmin:
                          ("outcome", "outcome")):
             if q.get(key):
                 rows = [r for r in rows if r.get(col) == q[key]]
+        if q.get("failover") == "1":
+            rows = [r for r in rows if r.get("failovers")]
         if q.get("q"):
             needle = q["q"].lower()
             rows = [r for r in rows if needle in json.dumps(r).lower()]

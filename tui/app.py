@@ -31,7 +31,7 @@ from tui.client import (
     AdminUnreachable,
     HistoryFilters,
 )
-from tui.messages import ConnectionChanged, GatewayEvent, StateReceived
+from tui.messages import ConnectionChanged, EventsBackfilled, GatewayEvent, StateReceived
 from tui.model import GatewayState, TargetInfo
 from tui.screens.dashboard import DashboardScreen
 from tui.widgets.confirm import ConfirmModal
@@ -47,6 +47,7 @@ MODIFYING_ACTIONS = frozenset({
 })
 
 RECONNECT_DELAYS = (1.0, 2.0, 3.0, 5.0)
+BACKFILL_EVENTS = 50       # stored events shown when the panel (re)attaches
 
 
 class PatchbayApp(App[int]):
@@ -100,6 +101,7 @@ class PatchbayApp(App[int]):
         self._wake = asyncio.Event()
         self.first_paint_at: float | None = None
         self._apply_now = False
+        self._backfilled_to = 0.0
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -142,6 +144,12 @@ class PatchbayApp(App[int]):
                 attempt = 0
                 self.post_message(ConnectionChanged(True))
                 self.post_message(StateReceived(data))
+                try:        # every event is in the store: show the recent ones, not an empty feed
+                    recent = await self.client.recent_events(BACKFILL_EVENTS)
+                except AdminError:
+                    pass     # an older gateway without the endpoint: live events only
+                else:
+                    self.post_message(EventsBackfilled(list(reversed(recent))))
                 async for msg in self.client.events():
                     if msg.event == "state" and isinstance(msg.data, dict):
                         self.post_message(StateReceived(msg.data))
@@ -197,8 +205,18 @@ class PatchbayApp(App[int]):
         else:
             self._pending = state
 
+    @on(EventsBackfilled)
+    def _on_backfill(self, message: EventsBackfilled) -> None:
+        dash = self._dashboard()
+        if dash is None:
+            return
+        dash.replace_events(message.events)
+        self._backfilled_to = max((float(e.get("ts") or 0) for e in message.events), default=0.0)
+
     @on(GatewayEvent)
     def _on_event(self, message: GatewayEvent) -> None:
+        if float(message.data.get("ts") or 0) <= self._backfilled_to:
+            return          # already shown by the backfill
         if self.paused:
             self._held_events.append((message.kind, message.data))
             return
@@ -277,6 +295,8 @@ class PatchbayApp(App[int]):
             return False          # a question is open: answer it (or esc) first
         if action == "drill_form":
             return bool(self.state.targets) and self.connected is not False
+        if action == "history" and type(self.screen).__name__ == "HistoryScreen":
+            return False          # already there (and the footer has no room to spare at 80 columns)
         return True
 
     # -- app actions ---------------------------------------------------------------
@@ -308,6 +328,12 @@ class PatchbayApp(App[int]):
             return
         self.push_screen(HistoryScreen(HistoryFilters(route=route, target=target)))
 
+    def open_target(self, target_id: str) -> None:
+        from tui.screens.target import TargetScreen
+        if isinstance(self.screen, TargetScreen):
+            return
+        self.push_screen(TargetScreen(target_id))
+
     def action_drills(self, drill_id: str | None = None) -> None:
         from tui.screens.drill import DrillScreen
         if isinstance(self.screen, DrillScreen):
@@ -323,17 +349,19 @@ class PatchbayApp(App[int]):
     def action_drill_form(self, target: str | None = None) -> None:
         if self.readonly:
             return
-        from tui.screens.drill import DrillForm
         if target is None and isinstance(self.screen, DashboardScreen):
             t = self.screen.current_target()
             target = t.id if t else None
-        form = DrillForm([t.id for t in self.state.targets], target)
+        self._drill_form([t.id for t in self.state.targets], target)
+
+    def _drill_form(self, targets: list[str], target: str | None, values: dict[str, Any] | None = None) -> None:
+        from tui.screens.drill import DrillForm
 
         def chosen(spec: dict[str, Any] | None) -> None:
             if spec:
                 self.ask_drill(spec)
 
-        self.push_screen(form, chosen)
+        self.push_screen(DrillForm(targets, target, values), chosen)
 
     # -- confirmations --------------------------------------------------------------
 
@@ -355,7 +383,7 @@ class PatchbayApp(App[int]):
         body = Text()
         body.append(f"Disable {t.id}?\n\n", style="bold")
         body.append("Current traffic: ")
-        body.append(f"{fmt.rpm(t.rpm)} requests/min", style="bold")
+        body.append(f"{fmt.rpm(t.rate)} requests/min", style="bold")
         body.append(f", state {t.state}, p50 {fmt.ms(t.p50_ms)}\n")
         body.append(f"Routes: {self._routes_using(t.id)}\n\n")
         body.append("New requests skip it at once; requests in flight finish.", style="dim")
@@ -372,14 +400,14 @@ class PatchbayApp(App[int]):
         if self.readonly:
             return
         targets = [t for t in self.state.targets if t.vendor == vendor]
-        total = sum(t.rpm or 0 for t in targets)
+        total = sum(t.rate or 0 for t in targets)
         body = Text()
         body.append(f"Disable every target of vendor {vendor}?\n\n", style="bold")
         body.append("Current traffic: ")
         body.append(f"{fmt.rpm(total)} requests/min", style="bold")
         body.append(f" over {len(targets)} target(s):\n")
         for t in targets[:6]:
-            body.append(f"  {t.id}  {fmt.rpm(t.rpm)} rpm  {t.state}\n")
+            body.append(f"  {t.id}  {fmt.rpm(t.rate)} rpm  {t.state}\n")
         if len(targets) > 6:
             body.append(f"  … and {len(targets) - 6} more\n")
         body.append("\nNew requests skip them at once; requests in flight finish.", style="dim")
@@ -446,7 +474,7 @@ class PatchbayApp(App[int]):
         traffic = spec.get("traffic")
         body.append(f"Traffic   {f'{traffic:g} synthetic req/s' if traffic else 'live only'}\n")
         if t is not None:
-            body.append(f"Now       {fmt.rpm(t.rpm)} rpm, {t.state}\n")
+            body.append(f"Now       {fmt.rpm(t.rate)} rpm, {t.state}\n")
         body.append("\nThe gateway injects the fault for real: live requests to this target "
                     "will see it.", style="dim")
         modal = ConfirmModal("Start drill", body, yes_label="Start drill")
@@ -454,6 +482,8 @@ class PatchbayApp(App[int]):
         def answered(yes: bool | None) -> None:
             if yes:
                 self.start_drill(spec)
+            else:            # "n" is "not like this": back to the form, everything kept
+                self._drill_form([t.id for t in self.state.targets], spec["target"], spec)
 
         self.push_screen(modal, answered)
 
@@ -503,8 +533,10 @@ class PatchbayApp(App[int]):
         yield SystemCommand("Reconnect now", "Retry the gateway immediately",
                             self.reconnect_now)
         for t in self.state.targets:
-            yield SystemCommand(f"History of {t.id}", "Requests that ended on this target",
+            yield SystemCommand(f"History of {t.id}", "Requests that tried this target",
                                 lambda t=t: self.open_history(target=t.id), discover=False)
+            yield SystemCommand(f"Target {t.id}", "Latency and TTFT over time, errors, breaker, routes",
+                                lambda t=t: self.open_target(t.id), discover=False)
         if not self.readonly:
             yield SystemCommand("Start a drill…", "Inject a fault on a target (D)",
                                 self.action_drill_form)

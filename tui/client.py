@@ -55,11 +55,13 @@ class HistoryFilters:
     since: str = ""
     until: str = ""
     q: str = ""
+    failover: bool = False     # only requests that failed over
 
     def params(self) -> dict[str, str]:
         return {k: v for k, v in (
             ("route", self.route), ("target", self.target), ("outcome", self.outcome),
             ("since", self.since), ("until", self.until), ("q", self.q),
+            ("failover", "1" if self.failover else ""),
         ) if v}
 
     def is_empty(self) -> bool:
@@ -216,6 +218,15 @@ class AdminClient:
 
     async def request(self, request_id: str) -> dict[str, Any]:
         return await self._call("GET", f"/admin/requests/{quote(request_id, safe='')}")
+
+    async def target(self, target_id: str, window: str = "1h") -> dict[str, Any]:
+        """One target in depth: live figures, routes, and series / failures over `window` from the store."""
+        return await self._call("GET", f"/admin/targets/{_tid(target_id)}", params={"window": window})
+
+    async def recent_events(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest discrete events from the store, newest first (for a panel that just attached)."""
+        body = await self._call("GET", "/admin/events/recent", params={"limit": limit})
+        return list(body.get("events", [])) if isinstance(body, dict) else []
 
     async def list_drills(self) -> list[dict[str, Any]]:
         body = await self._call("GET", "/admin/drills")

@@ -52,11 +52,27 @@ def state_style(state: str) -> tuple[str, str]:
 def ms(v: float | None) -> str:
     if v is None:
         return DASH
-    if v >= 10_000:
-        return f"{v / 1000:.0f}s"
-    if v >= 1000:
-        return f"{v / 1000:.1f}s"
+    if v >= 999.5:
+        return secs(v / 1000)
     return f"{v:.0f}ms"
+
+
+def secs(v: float | None) -> str:
+    """Seconds with one decimal, and none when it is .0: `10s` and `2.5s`, never `10.0s` beside `10s`."""
+    if v is None:
+        return DASH
+    text = f"{v:.1f}" if abs(v) < 100 else f"{v:.0f}"
+    return text.removesuffix(".0") + "s"
+
+
+def ms_pair(a: float | None, b: float | None) -> str:
+    """p50/p95 as one figure: `419/636ms`, `1.2/3.4s` (one unit, the larger one's)."""
+    if a is None and b is None:
+        return DASH
+    hi = max(x for x in (a, b) if x is not None)
+    if hi >= 1000:
+        return "/".join(DASH if x is None else f"{x / 1000:.1f}" for x in (a, b)) + "s"
+    return "/".join(DASH if x is None else f"{x:.0f}" for x in (a, b)) + "ms"
 
 
 def pct(v: float | None) -> str:
@@ -152,17 +168,14 @@ Clock = Callable[[], float]
 
 
 def target_clip(target_id: str, width: int) -> str:
-    """Fit `vendor/model` in `width`: the model says more than the vendor, so the vendor
-    shrinks first (`anthropic/claude-sonnet-4` -> `ant/claude-sonnet-4`), then the end."""
-    if len(target_id) <= width:
-        return target_id
-    vendor, sep, model = target_id.partition("/")
-    if sep:
-        short = f"{vendor[:3]}/{model}"
-        if len(short) <= width:
-            return short
-        return clip(short, width)
+    """Fit `vendor/model` in `width`: the vendor stays whole (it is how operators tell targets
+    apart) and the model's end gives way (`anthropic/claude-sonnet-4-2…`)."""
     return clip(target_id, width)
+
+
+def cost_per_hour(v: float | None, priced: bool) -> str:
+    """A target without a configured price has no cost figure, not a cost of $0."""
+    return money(v, "/h") if priced else "no price"
 
 
 def no_color() -> bool:

@@ -24,6 +24,14 @@ class GatewayEvent(Message):
         self.data = data
 
 
+class EventsBackfilled(Message):
+    """The newest stored events, oldest first: what a panel attaching mid-incident has missed."""
+
+    def __init__(self, events: list[dict[str, Any]]) -> None:
+        super().__init__()
+        self.events = events
+
+
 class ConnectionChanged(Message):
     """The link to the gateway came up or went down; `problem` says why in words."""
 

@@ -38,6 +38,13 @@ def _series(v: Any) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _why_off(v: Any) -> str | None:
+    """A disable record ({"reason", "by", "at"}) as words, None when not disabled."""
+    if not isinstance(v, dict):
+        return None
+    return str(v.get("reason") or (f"by {v['by']}" if v.get("by") else ""))
+
+
 @dataclass(frozen=True, slots=True)
 class TargetInfo:
     id: str
@@ -56,6 +63,18 @@ class TargetInfo:
     last_error: str | None = None
     last_error_ts: float | None = None
     latency_series: tuple[float, ...] = ()
+    ttft_p50_ms: float | None = None    # time to first token (streams), like p50/p95 over the last 5 min
+    ttft_p95_ms: float | None = None
+    rpm_now: float | None = None        # the current rate (last 10 s); `rpm` is the last minute
+    priced: bool = True                 # False: the config has no price for it (cost is not "$0")
+    series_step_s: float = 5.0          # one sparkline point per step
+    target_disabled: str | None = None  # why the target itself is off ("" when no reason was given)
+    vendor_disabled: str | None = None  # why its whole vendor is off
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per minute now (falls back to the minute's rate from an older gateway)."""
+        return self.rpm_now if self.rpm_now is not None else self.rpm
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> TargetInfo:
@@ -87,6 +106,13 @@ class TargetInfo:
             last_error=str(last_error) if last_error else None,
             last_error_ts=last_error_ts,
             latency_series=_series(d.get("latency_series")),
+            ttft_p50_ms=_num(d.get("ttft_p50_ms")),
+            ttft_p95_ms=_num(d.get("ttft_p95_ms")),
+            rpm_now=_num(d.get("rpm_now")),
+            priced=d.get("priced", True) is not False,
+            series_step_s=_num(d.get("series_step_s")) or 5.0,
+            target_disabled=_why_off(d.get("target_disabled")),
+            vendor_disabled=_why_off(d.get("vendor_disabled")),
         )
 
 

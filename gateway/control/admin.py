@@ -101,6 +101,16 @@ def _list_param(value: str | None) -> list[str] | None:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _flag(value: str | None, name: str) -> bool:
+    """A yes/no query parameter: 1/true/yes or 0/false/no (absent: no)."""
+    v = (value or "").strip().lower()
+    if v in ("", "0", "false", "no"):
+        return False
+    if v in ("1", "true", "yes"):
+        return True
+    raise AdminHTTPError(400, f"'{name}' must be 1 or 0; got {value[:20]!r}", "invalid_value", name)
+
+
 class Admin:
     """Handlers bound to one gateway."""
 
@@ -303,7 +313,8 @@ class Admin:
         route = self._name(request.match_info["route"])
         data = await self.body(request)
         if "order" not in data:
-            raise AdminHTTPError(400, 'Send {"order": [target ids]} listing every target of the route.',
+            raise AdminHTTPError(400, 'Send {"order": [target ids]}: the targets to put first, in that '
+                                 'order (the rest keep their order after them).',
                                  "missing_required_parameter", "order")
         old = list(self.rt.routes[route].order) if route in self.rt.routes else None
         r = self.rt.set_order(route, data["order"])
@@ -332,7 +343,9 @@ class Admin:
         data = await self.body(request)
         who = self.who(request)
         reason = self._reason(data) if action == "disable" else None
-        changed = [t.id for t in targets if self.rt.set_disabled(t, action == "disable", reason, who)]
+        before = {t.id: t.disabled for t in targets}
+        self.rt.set_vendor_disabled(vendor, action == "disable", reason, who)
+        changed = [t.id for t in targets if t.disabled != before[t.id]]
         persisted = self._persist()
         self.rt.emit("operator", action=f"vendor_{action}", vendor=vendor, who=who, reason=reason,
                      targets=[t.id for t in targets], changed=changed)
@@ -389,7 +402,8 @@ class Admin:
         kw = dict(route=_list_param(q.get("route")), target=_list_param(q.get("target")),
                   outcome=_list_param(q.get("outcome")), since=parse_time(q.get("since"), "since"),
                   until=parse_time(q.get("until"), "until"), q=(q.get("q") or None), limit=limit,
-                  cursor=(q.get("cursor") or None), drill_id=(q.get("drill_id") or None))
+                  cursor=(q.get("cursor") or None), drill_id=(q.get("drill_id") or None),
+                  failover=_flag(q.get("failover"), "failover"))
         from store.history import BadCursor
         try:
             rows, cursor = await self.in_thread(self.history().list_requests, **kw)
@@ -417,6 +431,33 @@ class Admin:
                                     before_id=before, target=q.get("target") or None)
         return json_ok({"events": rows})
 
+    async def get_target(self, request: web.Request) -> web.Response:
+        """One target in depth (the panel's per-target view): its live figures, routes, and from the
+        store over `window` (5m, 1h, 24h...): latency/TTFT/attempt series, failures by class, recent
+        failed attempts, breaker transitions and state history."""
+        t = self._target(request.match_info["id"])
+        window = request.query.get("window", "1h")
+        m = _REL_TIME.match(window.strip().lower())
+        if not m:
+            raise AdminHTTPError(400, f"'window' must be a length like 5m, 1h or 24h; got {window[:20]!r}",
+                                 "invalid_value", "window")
+        span = float(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        if not 10 <= span <= 31 * 86400:
+            raise AdminHTTPError(400, "'window' must be between 10s and 31d.", "invalid_value", "window")
+        now = time.time()
+        h = self.history()
+
+        def read() -> dict[str, Any]:
+            return {"series": h.target_series(t.id, now - span, now),
+                    "failed_attempts": h.failed_attempts(t.id, now - span, 20),
+                    "breaker_events": h.list_events(kind="breaker", target=t.id, limit=20),
+                    "events": h.list_events(target=t.id, limit=30)}
+
+        stored = await self.in_thread(read)
+        routes = [{"name": r.name, "position": r.order.index(t.id) + 1, "of": len(r.order),
+                   "serving": self.rt.serving(r)} for r in self.rt.routes_of(t.id)]
+        return json_ok({"target": self.rt.target_json(t, now), "window": window, "routes": routes, **stored})
+
     # ------------------------------------------------------------ lifecycle
 
     async def on_shutdown(self, app: web.Application) -> None:
@@ -441,6 +482,7 @@ def make_admin_app(gateway: GatewayView, token: str) -> web.Application:
     r.add_get("/admin/events/recent", admin.get_events_recent)
     r.add_post(r"/admin/routes/{route:.+}/order", admin.post_order)
     r.add_post(r"/admin/targets/{id:.+}/{action:disable|enable}", admin.post_target)
+    r.add_get(r"/admin/targets/{id:.+}", admin.get_target)
     r.add_post(r"/admin/vendors/{vendor}/{action:disable|enable}", admin.post_vendor)
     r.add_post("/admin/drills", admin.post_drill)
     r.add_get("/admin/drills", admin.get_drills)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import os
 import sys
 import time
@@ -46,7 +47,7 @@ class AdminAPI:
 
     def __init__(self, url: str | None, token: str | None = None, timeout: float = 10.0,
                  transport: httpx.BaseTransport | None = None):
-        self.url = (url or DEFAULT_ADMIN_URL).rstrip("/")
+        self.url = admin_url(url)
         token = os.environ.get(TOKEN_ENV, "") if token is None else token
         headers = {"Accept": "application/json", "User-Agent": "patchbay-cli"}
         if token:
@@ -66,6 +67,10 @@ class AdminAPI:
         except httpx.TransportError as e:
             raise ControlError(f"cannot reach the admin API at {self.url} ({type(e).__name__}: {e or 'no answer'}). "
                                "Is the gateway running, and is --admin-url right?", EXIT_UNREACHABLE) from None
+        if _is_api_listener(resp):
+            raise ControlError(f"{self.url} is the gateway's client API (server.listen), not its admin API: "
+                               "point --admin-url at the admin listener (server.admin_listen, "
+                               f"default {DEFAULT_ADMIN_URL})")
         if resp.status_code == 401:
             hint = (f"{TOKEN_ENV} is not set" if not self.has_token
                     else f"the token in {TOKEN_ENV} is not the gateway's admin token")
@@ -80,6 +85,28 @@ class AdminAPI:
             msg = err.get("message") if isinstance(err, dict) else str(body)[:300]
             raise ControlError(f"HTTP {resp.status_code}: {msg}")
         return body
+
+
+def admin_url(url: str | None) -> str:
+    """The admin URL as given, with `http://` added when the scheme was left out (`127.0.0.1:4001`)."""
+    url = (url or DEFAULT_ADMIN_URL).strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    return url
+
+
+def _is_api_listener(resp: httpx.Response) -> bool:
+    """The client API answered (its 404 names /v1 paths; its 401 asks for a client key)."""
+    if resp.status_code not in (401, 404):
+        return False
+    try:
+        err = resp.json().get("error") or {}
+    except (ValueError, AttributeError):
+        return False
+    if not isinstance(err, dict):
+        return False
+    return err.get("code") == "invalid_api_key" or (
+        err.get("code") == "unknown_url" and "/v1/" in str(err.get("message", "")))
 
 
 def _run(args: argparse.Namespace, fn: Any, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -134,6 +161,21 @@ def table(headers: list[str], rows: list[list[str]], right: set[int] | None = No
     return "\n".join(lines)
 
 
+def disable_words(d: dict[str, Any]) -> str:
+    """One disable as words: its reason, or who did it."""
+    return d.get("reason") or (f"by {d['by']}" if d.get("by") else "no reason given")
+
+
+def disabled_words(t: dict[str, Any]) -> str:
+    """Why a target is off: its own disable and its vendor's, both when both hold."""
+    parts = []
+    if t.get("target_disabled"):
+        parts.append(f"target: {disable_words(t['target_disabled'])}")
+    if t.get("vendor_disabled"):
+        parts.append(f"vendor {t.get('vendor', '')}: {disable_words(t['vendor_disabled'])}")
+    return "; ".join(parts) or str(t.get("disabled_reason") or "disabled")
+
+
 def format_status(st: dict[str, Any]) -> str:
     g = st.get("gateway", {})
     store = st.get("store", {})
@@ -154,14 +196,18 @@ def format_status(st: dict[str, Any]) -> str:
         state = t.get("state", "?")
         if t.get("fault"):
             state += "*"
-        last = t.get("disabled_reason") if t.get("disabled") else t.get("last_error")
+        last = disabled_words(t) if t.get("disabled") else t.get("last_error")
         last = " ".join(str(last or "-").split())
         probe = "~" if t.get("latency_source") == "probes" else ""
+        rate = t.get("rpm_now", t.get("rpm")) or 0
+        cost = f"{t.get('cost_per_hour') or 0:.2f}" if t.get("priced", True) else "no price"
         rows.append([t["id"], state, t.get("breaker", "?"), probe + _ms(t.get("p50_ms")), probe + _ms(t.get("p95_ms")),
-                     _pct(t.get("success_rate")), f"{t.get('rpm') or 0:g}", f"{t.get('cost_per_hour') or 0:.2f}",
-                     str(t.get("inflight", 0)), last[:60]])
-    lines.append(table(["TARGET", "STATE", "BREAKER", "P50", "P95", "OK", "RPM", "$/H", "INFL", "LAST ERROR / REASON"],
-                       rows, right={3, 4, 5, 6, 7, 8}))
+                     _ms(t.get("ttft_p50_ms")), _ms(t.get("ttft_p95_ms")), _pct(t.get("success_rate")),
+                     f"{rate:g}", cost, str(t.get("inflight", 0)), last[:60]])
+    lines.append(table(["TARGET", "STATE", "BREAKER", "P50", "P95", "TTFT50", "TTFT95", "OK", "RPM", "$/H", "INFL",
+                        "LAST ERROR / REASON"], rows, right={3, 4, 5, 6, 7, 8, 9, 10}))
+    lines.append("(P50/P95: whole request, start to last byte; TTFT: start to first token of streams; "
+                 "both over the last 5 min. RPM: the last 10 s.)")
     drills = st.get("drills") or []
     running = [d for d in drills if d.get("state") == "running"]
     if running:
@@ -176,34 +222,13 @@ def format_status(st: dict[str, Any]) -> str:
 
 
 def format_report(d: dict[str, Any]) -> str:
+    from gateway.control.drills import report_rows
     r = d.get("report") or {}
-
-    def s(v: Any) -> str:
-        return "-" if v is None else f"{v:.3f}s"
-
     lines = [f"drill {d['id']}: {d['fault']} on {d['target']} for {d.get('duration')}s -> {d['state']}"]
     if not r:
         return lines[0] + "\n  (no report yet)"
-    if r.get("error"):
-        lines.append(f"  report error: {r['error']}")
-    rows = [
-        ("time to detect", s(r.get("time_to_detect_s")) + (f" ({r['detected_by']})" if r.get("detected_by") else "")),
-        ("breaker open after", s(r.get("breaker_open_s"))),
-        ("time to fail over", s(r.get("time_to_failover_s"))),
-        ("requests in drill", str(r.get("requests", 0))),
-        ("requests rerouted", str(r.get("requests_rerouted", 0))),
-        ("client-visible errors", str(r.get("client_visible_errors", 0))),
-        ("fallback responses", str(r.get("fallback_responses", 0))),
-        ("failed attempts (hidden)", str(r.get("failed_attempts", 0))),
-        ("p50 during / before", f"{_ms(r.get('p50_ms_during'))} / {_ms(r.get('p50_ms_before'))}"),
-        ("added latency (p50)", "-" if r.get("added_latency_ms") is None else f"{r['added_latency_ms']:+.1f}ms"),
-        ("time back to normal", s(r.get("time_back_to_normal_s")) + f" ({r.get('recovery') or '-'})"),
-    ]
-    syn = r.get("synthetic") or {}
-    if syn.get("sent"):
-        rows.append(("synthetic traffic", f"{syn.get('sent')} sent, {syn.get('ok')} ok, {syn.get('failed')} failed"))
-    if r.get("answered_by"):
-        rows.append(("answered by", ", ".join(f"{k} {v}" for k, v in r["answered_by"].items())))
+    lines += [f"  warning: {w}" for w in r.get("warnings") or ()]
+    rows = d.get("report_rows") or report_rows(r)
     w = max(len(k) for k, _ in rows)
     lines += [f"  {k.ljust(w)}  {v}" for k, v in rows]
     return "\n".join(lines)
@@ -213,6 +238,9 @@ def format_report(d: dict[str, Any]) -> str:
 
 def _status(api: AdminAPI, args: argparse.Namespace, out: TextIO) -> int:
     st = api.call("GET", "/admin/state")
+    if getattr(args, "json", False):
+        print(json.dumps(st, indent=2, sort_keys=True), file=out)
+        return 0
     print(format_status(st), file=out)
     return 0
 
@@ -233,10 +261,17 @@ def _toggle(api: AdminAPI, args: argparse.Namespace, out: TextIO, action: str) -
         t = r["target"]
         print(f"{t['id']}: {t['state']}" + (f" ({t['disabled_reason']})" if t.get("disabled_reason") else "")
               + ("" if r.get("changed") else " (no change)"), file=out)
+        if action == "enable" and t.get("vendor_disabled"):
+            print(f"  still off: its vendor {t['vendor']} is disabled ({disable_words(t['vendor_disabled'])}); "
+                  f"`patchbay enable {t['vendor']}` turns the vendor back on", file=out)
     else:
         r = api.call("POST", f"/admin/vendors/{quote(what, safe='')}/{action}", json=body)
-        print(f"vendor {r['vendor']}: {action}d {len(r['targets'])} target(s): "
+        print(f"vendor {r['vendor']}: {action}d, {len(r['targets'])} target(s): "
               + ", ".join(t["id"] for t in r["targets"]), file=out)
+        for t in r["targets"]:
+            if action == "enable" and t.get("target_disabled"):
+                print(f"  still off: {t['id']} is disabled by itself ({disable_words(t['target_disabled'])}); "
+                      f"`patchbay enable {t['id']}` turns it back on", file=out)
     if r.get("persisted") is False:
         print(f"warning: not saved to the overrides file: {r.get('persist_error')}", file=out)
     return 0
@@ -270,17 +305,10 @@ def _drill(api: AdminAPI, args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _history(api: AdminAPI, args: argparse.Namespace, out: TextIO) -> int:
-    params = {k: v for k, v in (("route", args.route), ("target", args.target), ("outcome", args.outcome),
-                                ("q", getattr(args, "q", None)), ("limit", args.limit)) if v}
-    page = api.call("GET", "/admin/requests", params=params)
-    rows = page.get("requests") or []
-    if not rows:
-        print("no requests recorded" + (" matching the filters" if len(params) > 1 else ""), file=out)
-        return 0
-    from store.cli import format_history_table
-    print(format_history_table(rows), file=out)
-    if page.get("next_cursor"):
-        print(f"(showing the {len(rows)} most recent; use --limit for more)", file=out)
+    from store.cli import history_params, write_history
+    params = history_params(args)
+    page = api.call("GET", "/admin/requests", params={**params, "limit": args.limit})
+    write_history(page.get("requests") or [], page.get("next_cursor"), args.format, bool(params), out)
     return 0
 
 

@@ -75,6 +75,7 @@ class Drill:
     first_state_change: float | None = None
     state_before: str | None = None
     order_at_start: dict[str, list[str]] = field(default_factory=dict)
+    serving_at_start: list[str] = field(default_factory=list)   # routes the target was serving first
     # counted as each drill-marked request finishes, so a live view needs no history query
     live: dict[str, int] = field(default_factory=lambda: {"requests": 0, "rerouted": 0, "client_errors": 0,
                                                           "failed_attempts": 0})
@@ -92,11 +93,62 @@ class Drill:
                 "elapsed_s": round((self.ended or now) - self.started, 3),
                 "remaining_s": (round(max(0.0, self.started + self.duration - now), 3)
                                 if self.state == "running" else 0.0),
-                "synthetic": dict(self.synthetic), "live": dict(self.live), "report": self.report}
+                "synthetic": dict(self.synthetic), "live": dict(self.live), "report": self.report,
+                "report_rows": report_rows(self.report)}
 
     def row(self) -> DrillRow:
         return DrillRow(id=self.id, target=self.target, fault=self.fault, params=self.params(),
                         started=self.started, ended=self.ended, state=self.state, report=self.report)
+
+
+def _secs(v: Any) -> str:
+    return "-" if v is None else f"{v:.3f}s"
+
+
+def _ms(v: float) -> str:
+    return f"{v:.1f}ms" if abs(v) < 10 else f"{v:.0f}ms"
+
+
+def added_latency_words(v: Any) -> str:
+    """p50 added by the drill: `+120ms`; `none` under a millisecond; a drill that made answers faster
+    (they went to a quicker target) says so instead of printing a negative latency."""
+    if v is None:
+        return "-"
+    if abs(v) < 1:
+        return "none"
+    return f"+{_ms(v)}" if v > 0 else f"none ({_ms(-v)} faster)"
+
+
+def report_rows(r: dict[str, Any] | None) -> list[list[str]]:
+    """A report as [label, value] rows: one wording for the CLI, the panel and scripts."""
+    if not r:
+        return []
+    ran = bool(r.get("requests"))
+    rows = [
+        ["time to detect", _secs(r.get("time_to_detect_s")) + (f" ({r['detected_by']})" if r.get("detected_by")
+                                                               else "")],
+        ["breaker open after", _secs(r["breaker_open_s"]) if r.get("breaker_open_s") is not None
+         else ("never opened" if ran else "-")],
+        ["time to fail over", _secs(r["time_to_failover_s"]) if r.get("time_to_failover_s") is not None
+         else ("no failover" if ran else "-")],
+        ["requests in drill", str(r.get("requests", 0))],
+        ["requests rerouted", str(r.get("requests_rerouted", 0))],
+        ["client-visible errors", str(r.get("client_visible_errors", 0))],
+        ["fallback responses", str(r.get("fallback_responses", 0))],
+        ["failed attempts (hidden)", str(r.get("failed_attempts", 0))],
+        ["p50 during / before", f"{'-' if r.get('p50_ms_during') is None else _ms(r['p50_ms_during'])} / "
+                                f"{'-' if r.get('p50_ms_before') is None else _ms(r['p50_ms_before'])}"],
+        ["added latency (p50)", added_latency_words(r.get("added_latency_ms"))],
+        ["time back to normal", _secs(r.get("time_back_to_normal_s")) + f" ({r.get('recovery') or '-'})"],
+    ]
+    syn = r.get("synthetic") or {}
+    if syn.get("sent"):
+        rows.append(["synthetic traffic", f"{syn.get('sent')} sent, {syn.get('ok')} ok, {syn.get('failed')} failed"])
+    if r.get("answered_by"):
+        rows.append(["answered by", ", ".join(f"{k} {v}" for k, v in r["answered_by"].items())])
+    if r.get("error"):
+        rows.append(["report error", str(r["error"])])
+    return rows
 
 
 def stored_json(row: dict[str, Any], running_here: bool = False) -> dict[str, Any]:
@@ -109,7 +161,7 @@ def stored_json(row: dict[str, Any], running_here: bool = False) -> dict[str, An
     return {"id": row["id"], "target": row.get("target"), "fault": row.get("fault"), "state": state,
             "duration": params.get("duration"), "traffic": params.get("traffic"), "by": params.get("by"),
             "routes": params.get("routes"), "started": row.get("started"), "ended": row.get("ended"),
-            "report": row.get("report")}
+            "report": row.get("report"), "report_rows": report_rows(row.get("report"))}
 
 
 def _p50(values: list[float]) -> float | None:
@@ -186,6 +238,7 @@ class DrillManager:
                   routes=routes)
         d.state_before = self.rt.target_state(t)
         d.order_at_start = {r: list(self.rt.routes[r].order) for r in routes}
+        d.serving_at_start = [r for r in routes if self.rt.serving(self.rt.routes[r]) == tid]
         q = self.rt.subscribe(maxsize=10_000)
         t.fault = fault
         self.drills[did] = d
@@ -404,11 +457,13 @@ class DrillManager:
         flush = getattr(self.rt.store, "flush", None)
         if flush is not None:
             await loop.run_in_executor(None, flush, 10.0)
-        rows, baseline = await loop.run_in_executor(None, self._read_rows, d)
-        return self._figures(d, rows, baseline)
+        rows, baseline, reached = await loop.run_in_executor(None, self._read_rows, d)
+        return self._figures(d, rows, baseline, reached)
 
-    def _read_rows(self, d: Drill) -> tuple[list[dict], list[float]]:
+    def _read_rows(self, d: Drill) -> tuple[list[dict], list[float], bool]:
         h = self.history()
+        # did any request of the drill try the target (an attempt on it), i.e. meet the fault?
+        reached = bool(h.list_requests(drill_id=d.id, target=d.target, limit=1)[0])
         rows: list[dict] = []
         cursor = None
         while True:
@@ -426,7 +481,7 @@ class DrillManager:
                                 and r.get("latency_ms") is not None)
                 if cursor is None:
                     break
-        return rows, baseline
+        return rows, baseline, reached
 
     def _passed_over(self, d: Drill, row: dict) -> bool:
         """Did this request go past the drilled target to be answered by another one?"""
@@ -435,12 +490,14 @@ class DrillManager:
             return False
         if (row.get("failovers") or 0) > 0:
             return True
+        if d.state_before == "disabled":
+            return False    # skipped because an operator had it off, not because of the drill
         order = d.order_at_start.get(row.get("route") or "")
         if not order or final not in order:
             return False
         return order.index(d.target) < order.index(final)
 
-    def _figures(self, d: Drill, rows: list[dict], baseline: list[float]) -> dict[str, Any]:
+    def _figures(self, d: Drill, rows: list[dict], baseline: list[float], reached: bool = True) -> dict[str, Any]:
         def since_start(ts: float | None) -> float | None:
             return None if ts is None else round(ts - d.started, 3)
 
@@ -482,8 +539,21 @@ class DrillManager:
             "synthetic": dict(d.synthetic),
             "time_back_to_normal_s": None,
             "recovery": "watching" if d.state in ("done", "cancelled") else None,
+            "serving_at_start": list(d.serving_at_start),
+            "warnings": [] if reached else self._warnings(d),
         }
         return report
+
+    @staticmethod
+    def _warnings(d: Drill) -> list[str]:
+        """No request met the fault: say so, as the drill's zeros are not a passed test."""
+        if not d.serving_at_start:
+            why = (f"it was {d.state_before}" if d.state_before not in (None, "healthy", "degraded")
+                   else "another target was ahead of it in " + ", ".join(d.routes or ["every route"]))
+            return [f"{d.target} was serving no route when the drill started ({why}): no request reached the "
+                    "fault, so this drill exercised nothing and its zeros say nothing about failover"]
+        return [f"no request reached {d.target} during the drill: it exercised nothing; add synthetic "
+                "traffic (traffic = requests/s) to rehearse with load"]
 
     async def _watch_recovery(self, d: Drill, t: Target) -> None:
         """After the fault is lifted: when does the target serve again (breaker closed, a success)?"""

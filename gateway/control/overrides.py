@@ -18,6 +18,9 @@ File format::
     reason = "vendor incident 1234"
     by = "127.0.0.1 (alice)"
     at = 1764093000.0
+
+    [disabled_vendors.deepseek]          # a whole vendor, kept apart from its targets' own disables
+    reason = "billing hold"
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 
 import tomli_w
 
-from gateway.runtime import Runtime
+from gateway.runtime import Disable, Runtime
 
 log = logging.getLogger("patchbay.overrides")
 
@@ -85,8 +88,8 @@ def apply_overrides(runtime: Runtime) -> dict[str, Any]:
         warnings.append(msg)
         log.warning("overrides file %s: %s", path, msg)
 
-    for key in sorted(set(raw) - {"routes", "disabled"}):
-        warn(f"unknown key {key!r} ignored (expected routes, disabled)")
+    for key in sorted(set(raw) - {"routes", "disabled", "disabled_vendors"}):
+        warn(f"unknown key {key!r} ignored (expected routes, disabled, disabled_vendors)")
     routes = raw.get("routes", {})
     if not isinstance(routes, dict):
         warn("'routes' must be a table; ignored")
@@ -119,17 +122,36 @@ def apply_overrides(runtime: Runtime) -> dict[str, Any]:
             warn(f"disabled.{tid}: no such target in the config; ignored")
             continue
         entry = entry if isinstance(entry, dict) else {}
-        reason = entry.get("reason")
-        by = entry.get("by")
-        at = entry.get("at")
-        runtime.set_disabled(t, True, reason if isinstance(reason, str) else None,
-                             by if isinstance(by, str) else None,
-                             float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None)
+        runtime.set_disabled(t, True, *_disable_fields(entry))
+    vendors = raw.get("disabled_vendors", {})
+    if not isinstance(vendors, dict):
+        warn("'disabled_vendors' must be a table; ignored")
+        vendors = {}
+    for vendor, entry in vendors.items():
+        if vendor not in runtime.config.vendors:
+            warn(f"disabled_vendors.{vendor}: no such vendor in the config; ignored")
+            continue
+        runtime.set_vendor_disabled(vendor, True, *_disable_fields(entry if isinstance(entry, dict) else {}))
     status["loaded"] = True
     n_routes = sum(1 for r in runtime.routes.values() if r.order != runtime.config_order(r.name))
     n_dis = sum(1 for t in runtime.targets.values() if t.disabled)
     log.info("overrides applied from %s: %d route order(s), %d disabled target(s)", path, n_routes, n_dis)
     return status
+
+
+def _disable_fields(entry: dict[str, Any]) -> tuple[str | None, str | None, float | None]:
+    """(reason, by, at) of a file entry, each None when missing or of the wrong type."""
+    reason, by, at = entry.get("reason"), entry.get("by"), entry.get("at")
+    return (reason if isinstance(reason, str) else None, by if isinstance(by, str) else None,
+            float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else None)
+
+
+def _entry(d: Disable) -> dict[str, Any]:
+    entry: dict[str, Any] = {"reason": d.reason or ""}
+    if d.by:
+        entry["by"] = d.by
+    entry["at"] = round(d.at, 3)
+    return entry
 
 
 def current(runtime: Runtime) -> dict[str, Any]:
@@ -139,17 +161,12 @@ def current(runtime: Runtime) -> dict[str, Any]:
               if r.order != runtime.config_order(r.name)}
     if routes:
         out["routes"] = routes
-    disabled: dict[str, Any] = {}
-    for t in runtime.targets.values():
-        if t.disabled:
-            entry: dict[str, Any] = {"reason": t.disabled_reason or ""}
-            if t.disabled_by:
-                entry["by"] = t.disabled_by
-            if t.disabled_at is not None:
-                entry["at"] = round(t.disabled_at, 3)
-            disabled[t.id] = entry
+    disabled = {t.id: _entry(t.own_disable) for t in runtime.targets.values() if t.own_disable is not None}
     if disabled:
         out["disabled"] = disabled
+    vendors = {v: _entry(d) for v, d in runtime.vendor_disables.items()}
+    if vendors:
+        out["disabled_vendors"] = vendors
     return out
 
 

@@ -46,6 +46,7 @@ class Call:
     failovers: int = 0
     errors: list[str] = field(default_factory=list)
     malformed: int = 0
+    skipped_open: list[str] = field(default_factory=list)   # passed over: breaker open (request detail)
     trace_headers: dict[str, str] | None = None   # the client's traceparent/tracestate, only when tracing
 
     def overhead_ms(self) -> float:

@@ -27,6 +27,7 @@ def record(rt: Runtime, call: Call, outcome: str, status: int, target: Target | 
         overhead_ms=overhead_ms if overhead_ms is not None else call.overhead_ms(),
         prompt_tokens=(usage or {}).get("prompt_tokens"), completion_tokens=(usage or {}).get("completion_tokens"),
         cost=cost, error_class=err_cls, error_message=err_msg[:1000] if err_msg else None, drill_id=call.drill_id,
+        skipped_open=",".join(call.skipped_open) or None,
     )
     if rt.config.store.log_bodies:
         try:
@@ -35,6 +36,8 @@ def record(rt: Runtime, call: Call, outcome: str, status: int, target: Target | 
             row.request_body = None
         if answer is not None:
             row.response_body = answer.decode() if isinstance(answer, bytes) else answer
+    if outcome == "ok" and target is not None:   # the tile's latency is the log's latency
+        target.health.answered(row.latency_ms, ttft_ms)
     store = rt.store
     store.put(row)
     for a in call.attempts:

@@ -115,6 +115,7 @@ class Router:
                 continue
             if not t.breaker.allow(call):
                 skipped.append(t)
+                call.skipped_open.append(t.id)
                 if call.drill_id is None and t.fault is not None:
                     fault = t.active_fault()  # rerouted by a drill's open breaker: the drill counts it
                     call.drill_id = fault.drill_id if fault is not None else None

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 TILE_MIN_WIDTH = 36
 TILE_MIN_HEIGHT = 6      # border + state, latency, one sparkline row, breaker/error
 TILE_MAX_HEIGHT = 11     # up to six sparkline rows when the terminal is tall
+TILE_SHORT_HEIGHT = 5    # under 30 rows: state, latency, breaker/error (the target view has the charts)
 WIDE_AT = 130
 
 
@@ -40,6 +41,11 @@ class TileGrid(ScrollableContainer, can_focus=False):
     def on_resize(self, event: Resize) -> None:
         self.reflow()
 
+    def say_hidden_soon(self) -> None:
+        """After a scroll (which may animate), name what is out of sight again."""
+        self.call_after_refresh(self._say_hidden)
+        self.set_timer(0.4, self._say_hidden)
+
     def reflow(self) -> None:
         """Columns follow the width; spare height makes taller tiles (taller sparklines)."""
         width = self.scrollable_content_region.width or self.size.width
@@ -48,13 +54,41 @@ class TileGrid(ScrollableContainer, can_focus=False):
         if self.styles.grid_size_columns != cols:
             self.styles.grid_size_columns = cols
         rows = -(-n // cols)
-        height = self.size.height or TILE_MIN_HEIGHT * rows
-        tile_h = max(TILE_MIN_HEIGHT, min(TILE_MAX_HEIGHT, height // rows))
+        min_h = TILE_SHORT_HEIGHT if self.screen.has_class("-short") else TILE_MIN_HEIGHT
+        height = self.size.height or min_h * rows
+        tile_h = max(min_h, min(TILE_MAX_HEIGHT, height // rows))
         if self._tile_height != tile_h:
             self._tile_height = tile_h
             self.styles.grid_rows = str(tile_h)
             for tile in self.children:
                 tile.styles.height = tile_h
+        self.screen.call_after_refresh(self._say_hidden)  # type: ignore[attr-defined]
+
+    def _say_hidden(self) -> None:
+        """Name the tiles scrolled out of sight (a short terminal cannot show them all)."""
+        try:
+            more = self.screen.query_one("#tiles-more", Static)
+        except Exception:
+            return
+        top, bottom = self.scroll_y, self.scroll_y + self.scrollable_content_region.height
+        tiles = list(self.query(TargetTile))
+        above = [t for t in tiles if t.virtual_region.y + 1 < top]
+        below = [t for t in tiles if t.virtual_region.bottom - 1 > bottom]
+        more.display = bool(above or below)
+        if above or below:
+            txt = Text(no_wrap=True, overflow="ellipsis")
+            for arrow, group in (("▲", above), ("▼", below)):
+                if not group:
+                    continue
+                if txt.plain:
+                    txt.append("  ")
+                txt.append(f"{arrow} {len(group)} {'above' if arrow == '▲' else 'below'} (j/k): ", style="bold")
+                for i, tile in enumerate(group):
+                    sym, style = fmt.state_style(tile.target.state)
+                    txt.append(" · " if i else "", style="dim")
+                    txt.append(f"{sym} ", style=style)
+                    txt.append(tile.target_id)
+            more.update(fmt.mono(txt))
 
     _tile_height = 0
 
@@ -69,16 +103,15 @@ class DashboardScreen(Screen):
         Binding("k,up", "tile(-1)", "Prev tile", show=False, id="dash.prev"),
         Binding("right", "tile(1)", "Next tile", show=False, id="dash.right"),
         Binding("left", "tile(-1)", "Prev tile", show=False, id="dash.left"),
-        Binding("enter", "target_history", "History of target", show=False,
-                id="dash.target_history",
-                tooltip="History of the selected target"),
-        Binding("o", "focus_routes", "Order", id="dash.order",
+        Binding("enter", "target_view", "Target", id="dash.target_view",
+                tooltip="The selected target in depth: latency and TTFT over time, errors, breaker, routes"),
+        Binding("o", "focus_routes", "Order", show=False, id="dash.order",
                 tooltip="Go to the route panel to reorder fallback targets"),
         Binding("d", "disable_target", "Disable", id="dash.disable",
                 tooltip="Disable the selected target (y/n, shows its traffic, optional reason)"),
-        Binding("v", "disable_vendor", "Vendor", id="dash.disable_vendor",
+        Binding("v", "disable_vendor", "Vendor", show=False, id="dash.disable_vendor",
                 tooltip="Disable every target of the selected tile's vendor (y/n)"),
-        Binding("e", "enable_target", "Enable", id="dash.enable",
+        Binding("e", "enable_target", "Enable", show=False, id="dash.enable",
                 tooltip="Enable the selected target again"),
         Binding("E", "enable_vendor", "Enable vendor", show=False, id="dash.enable_vendor",
                 tooltip="Enable every target of the selected tile's vendor"),
@@ -91,22 +124,26 @@ class DashboardScreen(Screen):
         self._state = GatewayState()
         self._selected: str | None = None
         self._tile_ids: tuple[str, ...] = ()
+        self._routes_shape: tuple[int, ...] = ()
 
     @property
     def papp(self) -> PatchbayApp:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
+        # One grid, two arrangements (app.tcss): narrow puts the tiles over routes | events;
+        # wide (>= WIDE_AT columns) puts tiles over events on the left and routes down the right.
         yield TopBar(self.papp.admin_url, id="topbar")
         with Container(id="dash-main"):
-            yield TileGrid(id="tiles")
-            with Container(id="side"):
-                routes = RoutePanel(id="routes")
-                routes.border_title = "Routes  ▶ = serving"
-                yield routes
-                feed = EventFeed(id="events")
-                feed.border_title = "Events"
-                yield feed
+            with Vertical(id="tiles-box"):
+                yield TileGrid(id="tiles")
+                yield Static("", id="tiles-more")
+            routes = RoutePanel(id="routes")
+            routes.border_title = "Routes  ▶ = serving"
+            yield routes
+            feed = EventFeed(id="events")
+            feed.border_title = "Events"
+            yield feed
         with Vertical(id="offline"):
             yield Static(id="offline-text")
         yield Footer(compact=True, show_command_palette=False)
@@ -125,6 +162,26 @@ class DashboardScreen(Screen):
     def on_resize(self, event: Resize) -> None:
         self.set_class(event.size.width >= WIDE_AT, "-wide")
         self.set_class(event.size.height < 30, "-short")
+        self._size_tiles_row()
+
+    def _size_tiles_row(self) -> None:
+        """Wide: the tiles take the height they need (up to 60%), the event feed the rest."""
+        if not self.has_class("-wide"):
+            # the routes and events get the rows the routes need (7-12), the tiles the rest
+            lines = sum(1 + len(r.order) for r in self._state.routes) or 4
+            side = max(7, min(12, lines + 2))
+            self.query_one("#dash-main").styles.grid_rows = f"1fr {side}"
+            return
+        grid = self.query_one(TileGrid)
+        width = max(TILE_MIN_WIDTH, self.size.width - 60)
+        n = max(1, len(self._tile_ids))
+        cols = max(1, min(n, width // TILE_MIN_WIDTH))
+        rows = -(-n // cols)
+        avail = max(TILE_MIN_HEIGHT, int((self.size.height - 2) * 0.6))
+        tile_h = max(TILE_MIN_HEIGHT, min(TILE_MAX_HEIGHT, avail // rows))
+        want = min(avail, rows * tile_h)
+        self.query_one("#dash-main").styles.grid_rows = f"{want} 1fr"
+        grid._tile_height = 0
 
     # -- feeding -------------------------------------------------------------
 
@@ -141,6 +198,7 @@ class DashboardScreen(Screen):
             grid.remove_children()
             grid.mount_all([TargetTile(t, now) for t in state.targets])
             grid._tile_height = 0
+            self._size_tiles_row()
             grid.reflow()
             if self._selected not in ids:
                 self._selected = ids[0] if ids else None
@@ -149,6 +207,10 @@ class DashboardScreen(Screen):
         else:
             for tile, t in zip(grid.query(TargetTile), state.targets):
                 tile.update_target(t, now)
+        routes_shape = tuple(len(r.order) for r in state.routes)
+        if routes_shape != self._routes_shape:
+            self._routes_shape = routes_shape
+            self._size_tiles_row()
         self.query_one(RoutePanel).update_state(state)
         self.query_one(TopBar).show(state=state, connected=True)
 
@@ -159,6 +221,13 @@ class DashboardScreen(Screen):
 
     def add_event(self, kind: str, data: dict[str, Any]) -> None:
         self.query_one(EventFeed).add(kind, data)
+
+    def replace_events(self, events: list[dict[str, Any]]) -> None:
+        """Start the feed over from stored events (oldest first), as on attach or reconnect."""
+        feed = self.query_one(EventFeed)
+        feed.reset()
+        for ev in events:
+            feed.add(str(ev.get("kind") or "event"), ev)
 
     def show_disconnected(self, problem: str, auth: bool, retry_in: float, attempt: int,
                           http: bool = False) -> None:
@@ -195,6 +264,7 @@ class DashboardScreen(Screen):
         for tile in self.query(TargetTile):
             if tile.target_id == self._selected:
                 tile.focus(scroll_visible=True)
+                self.query_one(TileGrid).say_hidden_soon()
                 return
 
     def on_descendant_focus(self, event: Any) -> None:
@@ -244,9 +314,10 @@ class DashboardScreen(Screen):
                     break
         panel.focus()
 
-    def action_target_history(self) -> None:
+    def action_target_view(self) -> None:
         t = self.current_target()
-        self.papp.open_history(target=t.id if t else "")
+        if t is not None:
+            self.papp.open_target(t.id)
 
     def action_disable_target(self) -> None:
         t = self.current_target()
@@ -273,11 +344,11 @@ class DashboardScreen(Screen):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if self.papp.readonly and action in ("disable_target", "disable_vendor",
-                                             "enable_target", "enable_vendor"):
+                                             "enable_target", "enable_vendor", "focus_routes"):
             return False
         if action == "reconnect":
             return not self.papp.connected
         if action in ("disable_target", "disable_vendor", "enable_target", "enable_vendor",
-                      "focus_routes", "target_history", "tile"):
+                      "focus_routes", "target_view", "tile"):
             return bool(self._state.targets) and self.papp.connected is not False
         return True

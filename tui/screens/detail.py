@@ -66,7 +66,39 @@ def render_summary(d: dict[str, Any], width: int = 80) -> Text:
         t.append("\nerror ", style="dim")
         t.append(f"{d.get('error_class') or ''} {d.get('error_message') or ''}".strip(),
                  style="red")
+    if d.get("skipped_open"):
+        t.append("\nskipped ", style="dim")
+        t.append(", ".join(str(d["skipped_open"]).split(",")), style="yellow")
+        t.append(" (breaker open: passed over without a try)", style="dim")
     return t
+
+
+def render_bodies(d: dict[str, Any], width: int) -> Text | None:
+    """Request and answer bodies, stored only with `[store] log_bodies = true`."""
+    req, ans = d.get("request_body"), d.get("response_body")
+    if req is None and ans is None:
+        return None
+    t = Text()
+    for label, body in (("request", req), ("answer", ans)):
+        t.append(f"{label}\n", style="bold")
+        text = str(body) if body is not None else "(not stored)"
+        try:
+            import json
+            text = json.dumps(json.loads(text), indent=1, ensure_ascii=False)
+        except (ValueError, TypeError):
+            pass
+        lines = text.splitlines() or [""]
+        for line in lines[:60]:
+            t.append(fmt.clip(line, max(20, width)) + "\n", style="" if body is not None else "dim")
+        if len(lines) > 60:
+            t.append(f"… {len(lines) - 60} more lines\n", style="dim")
+    return t
+
+
+def copy_request_id(app: Any, request_id: str) -> None:
+    """Clipboard through the terminal (OSC 52, works over SSH), and the id in a notice to read off."""
+    app.copy_to_clipboard(request_id)
+    app.notify(f"{request_id} copied to the clipboard", timeout=6)
 
 
 def _n_attempts(d: dict[str, Any]) -> int:
@@ -95,7 +127,7 @@ def render_timeline(d: dict[str, Any], width: int) -> Text:
         t.append(str(a.get("target")), style="bold")
         if a.get("continuation"):
             t.append("  continuation (prefill)", style="cyan")
-        t.append(f"  +{off:.2f}s  ", style="dim")
+        t.append(f"  +{fmt.secs(off)}  ", style="dim")
         t.append(fmt.ms(a.get("latency_ms")), style="bold")
         t.append("  ")
         status = a.get("http_status")
@@ -111,7 +143,7 @@ def render_timeline(d: dict[str, Any], width: int) -> Text:
         if a.get("error"):
             t.append("   └ ", style="dim")
             t.append(fmt.clip(a["error"], max(20, width - 6)) + "\n", style="red")
-    end_label = f"{total:.2f}s"
+    end_label = fmt.secs(total)
     t.append(f"   0s{' ' * max(1, bar_w + 4 - 5 - len(end_label) + 1)}{end_label}", style="dim")
     return t
 
@@ -134,6 +166,8 @@ class DetailScreen(Screen):
 
     BINDINGS = [
         Binding("escape", "back", "Back", id="detail.back"),
+        Binding("c", "copy_id", "Copy id", id="detail.copy",
+                tooltip="Copy the request id to the clipboard (OSC 52; also shown in a notice)"),
         Binding("j", "scroll(1)", "Down", show=False, id="detail.down"),
         Binding("k", "scroll(-1)", "Up", show=False, id="detail.up"),
     ]
@@ -155,11 +189,14 @@ class DetailScreen(Screen):
             yield Static(Text(f"loading {self.request_id}…", style="dim"), id="detail-summary")
             yield Static("", id="detail-timeline")
             yield Static("", id="detail-events")
+            yield Static("", id="detail-bodies")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#detail-timeline").border_title = "Attempt chain"
         self.query_one("#detail-events").border_title = "Events"
+        self.query_one("#detail-bodies").border_title = "Bodies (log_bodies = true)"
+        self.query_one("#detail-bodies").display = False
         self.fetch()
 
     @work(exclusive=True, exit_on_error=False)
@@ -193,9 +230,17 @@ class DetailScreen(Screen):
         self.query_one("#detail-timeline", Static).update(
             fmt.mono(render_timeline(self.data, width)))
         self.query_one("#detail-events", Static).update(fmt.mono(render_events(self.data)))
+        bodies = render_bodies(self.data, width)
+        box = self.query_one("#detail-bodies", Static)
+        box.display = bodies is not None
+        if bodies is not None:
+            box.update(bodies)
 
     def action_back(self) -> None:
         self.app.pop_screen()
+
+    def action_copy_id(self) -> None:
+        copy_request_id(self.app, self.request_id)
 
     def action_scroll(self, delta: int) -> None:
         body = self.query_one("#detail-body", VerticalScroll)

@@ -26,54 +26,16 @@ from tui.widgets.topbar import TopBar
 if TYPE_CHECKING:
     from tui.app import PatchbayApp
 
-FAULTS = ["error:503", "error:500", "error:429", "timeout", "hang", "latency", "stream_cut"]
-
-# Report keys the gateway may use -> label; anything else is shown by its own name.
-REPORT_LABELS: list[tuple[tuple[str, ...], str]] = [
-    (("time_to_detect_ms", "time_to_detect_s", "time_to_detect", "detect_ms"), "time to detect"),
-    (("time_to_failover_ms", "time_to_failover_s", "time_to_failover", "failover_ms"),
-     "time to fail over"),
-    (("requests_rerouted", "rerouted"), "requests rerouted"),
-    (("client_errors", "client_visible_errors", "errors"), "client-visible errors"),
-    (("added_latency_ms", "added_latency_p50_ms", "added_latency"), "added latency"),
-    (("time_to_recover_s", "time_back_to_normal_s", "time_to_recover_ms",
-      "time_back_to_normal_ms", "time_back_to_normal", "time_to_recover"), "time back to normal"),
-    (("requests_total", "requests", "total_requests"), "requests during drill"),
-]
+# Every fault the gateway injects (README "Drills"); error and latency take a number.
+FAULTS = [("error:<status>", "error"), ("timeout", "timeout"), ("hang", "hang"),
+          ("latency:<ms>", "latency"), ("stream_cut", "stream_cut")]
 
 
-def _value(key: str, v: Any) -> str:
-    if v is None:
-        return fmt.DASH
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, (int, float)):
-        if key.endswith("_ms"):
-            return fmt.ms(float(v))
-        if key.endswith("_s"):
-            return f"{v:.1f}s" if v < 60 else fmt.duration(v)
-        return f"{v:g}" if isinstance(v, float) else str(v)
-    if isinstance(v, dict):
-        return ", ".join(f"{k}={_value(k, x)}" for k, x in list(v.items())[:6])
-    if isinstance(v, list):
-        return ", ".join(map(str, v[:6]))
-    return str(v)
-
-
-def report_lines(report: dict[str, Any]) -> list[tuple[str, str]]:
-    """Known figures first in a fixed order, then whatever else the gateway added."""
-    out: list[tuple[str, str]] = []
-    used: set[str] = set()
-    for keys, label in REPORT_LABELS:
-        for k in keys:
-            if k in report:
-                out.append((label, _value(k, report[k])))
-                used.add(k)
-                break
-    for k, v in report.items():
-        if k not in used and k not in ("target", "fault"):   # already in the header
-            label = k.removesuffix("_ms").removesuffix("_s").replace("_", " ")
-            out.append((label, _value(k, v)))
+def report_lines(d: dict[str, Any]) -> list[tuple[str, str]]:
+    """The gateway's own report rows (one wording for CLI and panel), warnings first."""
+    report = d.get("report") or {}
+    out = [("warning", str(w)) for w in report.get("warnings") or ()]
+    out += [(str(label), str(value)) for label, value in d.get("report_rows") or ()]
     return out
 
 
@@ -103,10 +65,11 @@ class DrillForm(ModalScreen[dict | None]):
                 tooltip="Start (asks y/n first)"),
     ]
 
-    def __init__(self, targets: list[str], target: str | None) -> None:
+    def __init__(self, targets: list[str], target: str | None, values: dict[str, Any] | None = None) -> None:
         super().__init__()
         self._targets = targets
         self._target = target if target in targets else (targets[0] if targets else None)
+        self._values = values or {}   # a spec to start from (the form reopened after "n")
 
     def compose(self) -> ComposeResult:
         with Vertical(id="drill-form") as box:
@@ -115,20 +78,21 @@ class DrillForm(ModalScreen[dict | None]):
                 yield Label("Target", classes="form-label")
                 yield Select([(t, t) for t in self._targets], value=self._target or Select.NULL,
                              allow_blank=False, id="df-target", compact=True)
+            v = self._values
+            kind, _, arg = str(v.get("fault") or "error:503").partition(":")
             with Horizontal(classes="form-row"):
                 yield Label("Fault", classes="form-label")
-                yield Select([(f, f) for f in FAULTS], value="error:503", allow_blank=False,
-                             id="df-fault", compact=True)
+                yield Select(FAULTS, value=kind, allow_blank=False, id="df-fault", compact=True)
             with Horizontal(classes="form-row"):
-                yield Label("Latency ms", classes="form-label")
-                yield Input("2000", id="df-latency", compact=True, type="integer",
-                            disabled=True)
+                yield Label("Status", classes="form-label", id="df-arg-label")
+                yield Input(arg or ("503" if kind == "error" else "2000"), id="df-arg", compact=True,
+                            type="integer", disabled=kind not in ("error", "latency"))
             with Horizontal(classes="form-row"):
                 yield Label("Duration s", classes="form-label")
-                yield Input("30", id="df-duration", compact=True, type="number")
+                yield Input(f"{v.get('duration', 30):g}", id="df-duration", compact=True, type="number")
             with Horizontal(classes="form-row"):
                 yield Label("Traffic rps", classes="form-label")
-                yield Input("0", id="df-traffic", compact=True, type="number",
+                yield Input(f"{v.get('traffic', 0):g}", id="df-traffic", compact=True, type="number",
                             placeholder="synthetic requests/s, 0 = live only")
             yield Static("", id="df-error")
             with Horizontal(id="df-buttons"):
@@ -146,7 +110,19 @@ class DrillForm(ModalScreen[dict | None]):
 
     @on(Select.Changed, "#df-fault")
     def _fault(self, event: Select.Changed) -> None:
-        self.query_one("#df-latency", Input).disabled = event.value != "latency"
+        arg = self.query_one("#df-arg", Input)
+        label = self.query_one("#df-arg-label", Label)
+        arg.disabled = event.value not in ("error", "latency")
+        if event.value == "error":
+            label.update("Status")
+            if not arg.value or int(arg.value or 0) < 400:
+                arg.value = "503"
+        elif event.value == "latency":
+            label.update("Latency ms")
+            if not arg.value or 400 <= int(arg.value or 0) < 600:
+                arg.value = "2000"
+        else:
+            label.update("(none)")
 
     def spec(self) -> dict[str, Any]:
         """Validated drill spec; raises ValueError with a message for the operator."""
@@ -154,11 +130,15 @@ class DrillForm(ModalScreen[dict | None]):
         if target is Select.NULL or not target:
             raise ValueError("pick a target")
         fault = str(self.query_one("#df-fault", Select).value)
-        if fault == "latency":
-            ms = self.query_one("#df-latency", Input).value.strip()
-            if not ms.isdigit() or int(ms) <= 0:
+        arg = self.query_one("#df-arg", Input).value.strip()
+        if fault == "error":
+            if not arg.isdigit() or not 400 <= int(arg) <= 599:
+                raise ValueError("error needs an HTTP status 400-599 (503, 429 with Retry-After, 500…)")
+            fault = f"error:{int(arg)}"
+        elif fault == "latency":
+            if not arg.isdigit() or int(arg) <= 0:
                 raise ValueError("latency needs a positive number of milliseconds")
-            fault = f"latency:{int(ms)}"
+            fault = f"latency:{int(arg)}"
         try:
             duration = float(self.query_one("#df-duration", Input).value or "0")
         except ValueError:
@@ -448,7 +428,7 @@ class DrillScreen(Screen):
                 sym, style = fmt.state_style(target.state)
                 t.append(f"\n  {'target now':>22}  ", style="dim")
                 t.append(f"{sym} {target.state}", style=style)
-                t.append(f"  breaker {target.breaker}  {fmt.rpm(target.rpm)} rpm"
+                t.append(f"  breaker {target.breaker}  {fmt.rpm(target.rate)} rpm"
                          f"  ok {fmt.pct(target.success_rate)}\n")
             for r in self.papp.state.routes:
                 if str(d.get("target")) in r.order:
@@ -461,8 +441,11 @@ class DrillScreen(Screen):
         report = d.get("report")
         if isinstance(report, dict) and report:
             t.append("Report\n", style="bold underline")
-            for label, value in report_lines(report):
-                t.append(f"  {label:>22}  ", style="dim")
+            for label, value in report_lines(d):
+                if label == "warning":
+                    t.append(f"  ⚠ {value}\n", style="bold yellow")
+                    continue
+                t.append(f"  {label:>24}  ", style="dim")
                 t.append(value + "\n", style="bold")
         elif state == "done":
             t.append("Report pending: the gateway is computing it…", style="dim")

@@ -35,6 +35,7 @@ def sections(readonly: bool) -> list[tuple[str, list[tuple[str, str]]]]:
     from tui.screens.detail import DetailScreen
     from tui.screens.drill import DrillForm, DrillScreen, DrillTable
     from tui.screens.history import HistoryScreen
+    from tui.screens.target import TargetScreen
     from tui.widgets.confirm import ConfirmModal
     from tui.widgets.reqtable import RequestTable
     from tui.widgets.routes import RoutePanel
@@ -45,6 +46,7 @@ def sections(readonly: bool) -> list[tuple[str, list[tuple[str, str]]]]:
          [DashboardScreen.BINDINGS]),
         ("Dashboard: route panel (o or tab to reach it)", [RoutePanel.BINDINGS]),
         ("History", [HistoryScreen.BINDINGS, RequestTable.BINDINGS]),
+        ("Target view (enter on a tile)", [TargetScreen.BINDINGS]),
         ("Request detail", [DetailScreen.BINDINGS]),
         ("Drills", [DrillScreen.BINDINGS, DrillTable.BINDINGS]),
         ("Drill form", [DrillForm.BINDINGS]),

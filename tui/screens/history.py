@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from tui.app import PatchbayApp
 
 PAGE_SIZE = 50
+EXPORT_MAX = 10_000
 OUTCOMES = ["ok", "fallback", "error", "client_error", "cut", "client_gone"]
 _REL = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -101,16 +102,22 @@ class HistoryScreen(Screen):
     AUTO_FOCUS = "#hist-table"
 
     BINDINGS = [
-        Binding("n,right_square_bracket", "page(1)", "Next page", id="history.next",
+        Binding("n,right_square_bracket", "page(1)", "Next", id="history.next",
                 tooltip="Next page (older requests)"),
-        Binding("b,left_square_bracket", "page(-1)", "Prev page", id="history.prev",
+        Binding("b,left_square_bracket", "page(-1)", "Prev page", show=False, id="history.prev",
                 tooltip="Previous page (newer requests)"),
         Binding("slash", "search", "Search", id="history.search",
                 tooltip="Free-text search over route, target, error (enter applies)"),
         Binding("f", "filters", "Filters", id="history.filters",
                 tooltip="Edit filters: route, target, outcome, since, until (enter applies)"),
-        Binding("x", "clear", "Clear", id="history.clear",
+        Binding("F", "failover", "Failovers", id="history.failover",
+                tooltip="Only requests that failed over (toggle)"),
+        Binding("x", "clear", "Clear", show=False, id="history.clear",
                 tooltip="Clear all filters"),
+        Binding("c", "copy_id", "Copy id", show=False, id="history.copy",
+                tooltip="Copy the selected request's id to the clipboard (OSC 52; also shown in a notice)"),
+        Binding("S", "export", "Save", id="history.export",
+                tooltip=f"Save every request matching the filters (up to {EXPORT_MAX:,}) to a CSV file"),
         Binding("g", "reload", "Reload", show=False, id="history.reload",
                 tooltip="Reload from the newest request"),
         Binding("escape", "back", "Back", id="history.back"),
@@ -167,14 +174,15 @@ class HistoryScreen(Screen):
         if layout == self._layout and not force:
             return
         self._layout = layout
+        # each column takes its width + 2 (RequestTable); the error takes what is left
         if layout == "narrow":
-            spec = [("time", 8), ("route", 6), ("target", max(12, width - 64)),
-                    ("result", 6), ("att", 3), ("lat", 5), ("ttft", 5), ("tok", 5),
-                    ("cost", 6)]
+            spec = [("time", 8), ("route", 6), ("target", 15), ("result", 6), ("att", 3),
+                    ("lat", 5), ("ttft", 5)]      # cost: wide layout and the detail
         else:
-            spec = [("time", 14), ("route", 12), ("final target", max(24, min(40, width - 96))),
-                    ("outcome", 12), ("att", 3), ("latency", 7), ("ttft", 7),
-                    ("tokens", 11), ("cost", 8)]
+            spec = [("time", 14), ("route", 12), ("final target", 30), ("outcome", 12), ("att", 3),
+                    ("latency", 7), ("ttft", 7), ("tokens", 11), ("cost", 8), ("request id", 28)]
+        used = sum(w + 2 for _, w in spec) + 2          # + the error column's gap and the scrollbar
+        spec.insert(len(spec) - (0 if layout == "narrow" else 1), ("error", max(10, width - used - 1)))
         self._target_width = spec[2][1]
         right = {"att", "lat", "latency", "ttft", "tok", "tokens", "cost"}
         self.query_one(RequestTable).set_columns(
@@ -192,12 +200,12 @@ class HistoryScreen(Screen):
             tgt = fmt.target_clip(tgt, self._target_width - (1 if r.get("drill_id") else 0))
         if r.get("drill_id"):
             tgt = "⚑" + tgt
-        pt, ct = r.get("prompt_tokens"), r.get("completion_tokens")
-        tok = (str((pt or 0) + (ct or 0)) if pt is not None or ct is not None else fmt.DASH
-               ) if narrow else fmt.tokens(pt, ct)
         failovers = r.get("failovers") or 0
         att = Text(str(r.get("attempts", fmt.DASH)),
                    style="bold yellow" if failovers else "")
+        err = " ".join(str(r.get("error_message") or r.get("error_class") or "").split())
+        if not err and failovers:
+            err = f"failed over {failovers}×" + ("" if narrow else " (enter: the attempt chain)")
         cells: list[Text | str] = [
             fmt.clock_time(r.get("ts")) if narrow else fmt.short_time(r.get("ts"), now),
             str(r.get("route") or ""),
@@ -206,9 +214,14 @@ class HistoryScreen(Screen):
             att,
             fmt.ms(r.get("latency_ms")),
             fmt.ms(r.get("ttft_ms")),
-            tok,
-            _cost(r.get("cost"), narrow),
         ]
+        if not narrow:
+            cells.append(fmt.tokens(r.get("prompt_tokens"), r.get("completion_tokens")))
+            cells.append(_cost(r.get("cost"), narrow))
+        cells.append(Text(err, style="red" if r.get("error_message") else "yellow",
+                          no_wrap=True, overflow="ellipsis"))
+        if not narrow:
+            cells.append(Text(str(r.get("id") or ""), style="dim", no_wrap=True, overflow="ellipsis"))
         return [fmt.mono(c) if isinstance(c, Text) else c for c in cells]
 
     def _fill(self) -> None:
@@ -238,8 +251,7 @@ class HistoryScreen(Screen):
                               if k not in ("since", "until")))
             if self.filters.since or self.filters.until:
                 t.append(" (time range)")
-        t.append("   n/b page · g newest · / search · f filters · x clear · enter detail",
-                 style="dim")
+        t.append("   n/b page · x clear · c copy id · enter detail", style="dim")
         self.query_one("#hist-status", Static).update(fmt.mono(t))
 
     # -- loading --------------------------------------------------------------------
@@ -300,7 +312,7 @@ class HistoryScreen(Screen):
                         timeout=5)
             return None
         return HistoryFilters(route=v["f-route"], target=v["f-target"], outcome=v["f-outcome"],
-                              since=since, until=until, q=v["f-q"])
+                              since=since, until=until, q=v["f-q"], failover=self.filters.failover)
 
     @on(Input.Submitted)
     def _submitted(self, event: Input.Submitted) -> None:
@@ -350,6 +362,50 @@ class HistoryScreen(Screen):
         self.filters = HistoryFilters()
         self.stack = [None]
         self.load(None, push=False)
+
+    def action_failover(self) -> None:
+        from dataclasses import replace
+        self.filters = replace(self.filters, failover=not self.filters.failover)
+        self.stack = [None]
+        self.load(None, push=False)
+
+    def action_copy_id(self) -> None:
+        from tui.screens.detail import copy_request_id
+        table = self.query_one(RequestTable)
+        if 0 <= table.cursor < len(self.rows):
+            copy_request_id(self.app, str(self.rows[table.cursor].get("id")))
+
+    def action_export(self) -> None:
+        self.export(self.filters)
+
+    @work(exclusive=True, group="export", exit_on_error=False)
+    async def export(self, filters: HistoryFilters, directory: str = ".") -> str | None:
+        """Every request matching the filters (keyset pages of 1,000), newest first, into a CSV file."""
+        import csv
+        import os
+        rows: list[dict[str, Any]] = []
+        cursor: str | None = None
+        self.notify("Saving the filtered history…", timeout=3)
+        try:
+            while len(rows) < EXPORT_MAX:
+                body = await self.papp.client.requests(filters, cursor, min(1000, EXPORT_MAX - len(rows)))
+                rows.extend(body.get("requests") or [])
+                cursor = body.get("next_cursor")
+                if not cursor:
+                    break
+        except (AdminError, AdminUnreachable) as exc:
+            self.notify(f"Not saved: {exc}", severity="error", timeout=8)
+            return None
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(self.papp.clock()))
+        path = os.path.abspath(os.path.join(directory, f"patchbay-history-{stamp}.csv"))
+        fields = list(rows[0]) if rows else ["id"]
+        with open(path, "w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=fields, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+        more = f" (the first {EXPORT_MAX:,}; narrow the filters for the rest)" if cursor else ""
+        self.notify(f"Saved {len(rows)} requests to {path}{more}", timeout=10)
+        return path
 
     def action_reload(self) -> None:
         self.stack = [None]

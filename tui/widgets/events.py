@@ -6,9 +6,11 @@ bounded number of lines so a chatty gateway cannot grow the TUI's memory.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 from rich.text import Text
+from textual.events import Resize
 from textual.widgets import RichLog
 
 from tui import fmt
@@ -66,43 +68,68 @@ def describe(kind: str, ev: dict[str, Any]) -> str:
 
 
 class EventFeed(RichLog):
-    """Bounded, append-only log of events; newest at the bottom.
+    """Bounded, append-only log of events; newest at the bottom, one line each.
 
-    A drill or an outage produces the same failover for every request; repeats of
-    the event just written update that line ("×12") instead of flooding the feed.
+    Every event is one line cut to the feed's width (the whole text is in the
+    request history and `GET /admin/events/recent`), so nothing wraps into an
+    orphan line and a resize re-cuts every kept line to the new width. A
+    drill or an outage produces the same failover for every request; repeats
+    of the event just written update that line ("×12") instead of flooding.
     """
 
+    MAX_ENTRIES = 400
+
     def __init__(self, **kwargs) -> None:
-        super().__init__(max_lines=400, wrap=True, markup=False, highlight=False, min_width=20,
+        super().__init__(max_lines=self.MAX_ENTRIES, wrap=False, markup=False, highlight=False, min_width=20,
                          auto_scroll=True, **kwargs)
         self.count = 0
-        self._last_key: tuple | None = None
-        self._last_lines = 0
-        self._repeat = 0
+        self._entries: deque[list[Any]] = deque(maxlen=self.MAX_ENTRIES)   # [kind, event, key, repeat]
+        self._width = 0
 
     def add(self, kind: str, ev: dict[str, Any]) -> None:
         desc = describe(kind, ev)
         route = ev.get("route") if kind == "failover" else None
         key = (kind, route, desc)
-        repeat = (key == self._last_key and 0 < self._last_lines <= len(self.lines)
-                  and not self._deferred_renders)
+        last = self._entries[-1] if self._entries else None
+        repeat = last is not None and last[2] == key
         if repeat:
-            self._repeat += 1
-            del self.lines[-self._last_lines:]
-            self._line_cache.clear()
+            last[3] += 1
+            last[1] = ev
         else:
-            self._repeat = 1
-        line = Text()
+            self._entries.append([kind, ev, key, 1])
+        self.count += 1
+        if not self._size_known or not self._width:
+            return              # the first resize writes every kept entry at the real width
+        if repeat and self.lines:
+            del self.lines[-1:]
+            self._line_cache.clear()
+        self.write(self._line(*self._entries[-1]), width=self._width)
+
+    def _line(self, kind: str, ev: dict[str, Any], key: tuple, repeat: int) -> Text:
+        line = Text(no_wrap=True, overflow="ellipsis")
         line.append(fmt.clock_time(ev.get("ts")), style="dim")
         line.append(" ")
         line.append(f"{kind:<8}", style=fmt.EVENT_STYLE.get(kind, "bold"))
-        if route:
-            line.append(f" {route}", style="bold")
-        line.append(" " + desc)
-        if self._repeat > 1:
-            line.append(f"  ×{self._repeat}", style="bold")
-        before = len(self.lines)
-        self.write(fmt.mono(line))
-        self._last_key = key
-        self._last_lines = max(0, len(self.lines) - before)
-        self.count += 1
+        if key[1]:
+            line.append(f" {key[1]}", style="bold")
+        tail = f" ×{repeat}" if repeat > 1 else ""
+        line.append(" " + key[2])
+        width = self._width or 80
+        if tail:
+            line.truncate(max(10, width - len(tail)), overflow="ellipsis")
+            line.append(tail, style="bold")
+        line.truncate(max(10, width), overflow="ellipsis")
+        return fmt.mono(line)
+
+    def reset(self) -> None:
+        self._entries.clear()
+        self.clear()
+
+    def on_resize(self, event: Resize) -> None:
+        super().on_resize(event)
+        width = self.scrollable_content_region.width
+        if self._size_known and width and width != self._width:
+            self._width = width
+            self.clear()
+            for entry in self._entries:
+                self.write(self._line(*entry), width=width)

@@ -19,6 +19,9 @@ from tui import fmt
 from tui.model import GatewayState, RouteInfo
 
 
+_STATE_W = max(len(s) for s in fmt.STATE_STYLE)
+
+
 @dataclass(frozen=True, slots=True)
 class _Row:
     route: str
@@ -212,12 +215,15 @@ class RoutePanel(Widget, can_focus=True):
                 line.append("▶ " if serving else "  ", style="bold green")
                 state = t.state if t else "unknown"
                 sym, style = fmt.state_style(state)
+                # The state column has one width whatever the state, so a target's name is cut
+                # the same way whether it is healthy or misconfigured; narrow panels show the
+                # symbol alone (the tiles carry the word).
                 wide = width >= 56
-                tail = f" {sym} {state}" + (" · serving" if serving and wide else "")
-                room = max(4, width - len(line.plain) - len(tail) - 1)
+                state_w = 2 + _STATE_W + len(" · serving") if wide else 2
+                room = max(4, width - len(line.plain) - state_w - 1)
                 line.append(fmt.target_clip(tid, room).ljust(room), style="bold" if serving else "")
                 line.append(" ")
-                line.append(f"{sym} {state}", style=style)
+                line.append(f"{sym} {state}" if wide else sym, style=style)
                 if serving and wide:
                     line.append(" · serving", style="green")
                 if n == self.cursor:

@@ -20,7 +20,7 @@ from tui.model import TargetInfo
 BARS = "▁▂▃▄▅▆▇█"
 
 
-def sparkline(series: tuple[float, ...], width: int, low: Color, high: Color,
+def sparkline(series: tuple[float | None, ...], width: int, low: Color, high: Color,
               height: int = 1) -> list[Text]:
     """Rows of bars (top first), one column per series point, newest at the right.
 
@@ -32,10 +32,13 @@ def sparkline(series: tuple[float, ...], width: int, low: Color, high: Color,
     height = max(1, height)
     pts = series[-width:] if width > 0 else ()
     pad = max(0, width - len(pts))
-    top = max(pts) * 1.15 if pts else 0.0      # headroom: a steady series is not a solid wall
+    top = max((v for v in pts if v is not None), default=0.0) * 1.15   # headroom: steady is not a wall
     levels = len(BARS) * height
     cols: list[tuple[int, Style]] = []
     for v in pts:
+        if v is None:              # no data in that step: a gap, not a zero
+            cols.append((0, Style()))
+            continue
         ratio = max(0.0, min(1.0, v / top)) if top > 0 else 0.0
         color = low.blend(high, ratio)
         style = Style(color=RichColor.from_rgb(color.r, color.g, color.b))
@@ -77,6 +80,7 @@ class TargetTile(Widget, can_focus=True):
 
     def on_mount(self) -> None:
         self.border_title = self.target_id
+        # the sparkline says what it draws (border subtitle): p50 of total latency, one bar per step
         self.update_target(self._target, self._now)
 
     def on_resize(self) -> None:
@@ -94,13 +98,15 @@ class TargetTile(Widget, can_focus=True):
             self._state_class = state_cls
         self.set_class(t.disabled, "-is-disabled")
         width = self.content_region.width or 30
-        spark_rows = max(1, (self.content_region.height or 4) - 3)
+        spark_rows = max(0, (self.content_region.height or 4) - 3)   # none in a 5-row (short) tile
         foot = self._foot_text(t, now)
         key = (t, width, spark_rows, foot.plain)
         if key == self._key:
             return
         self._key = key
-        lines = [self._head_text(t), self._lat_text(t), *self._spark(t, width, spark_rows), foot]
+        self.border_subtitle = f"▁▅ p50 total /{t.series_step_s:g}s" if spark_rows else ""
+        spark = self._spark(t, width, spark_rows) if spark_rows else []
+        lines = [self._head_text(t), self._lat_text(t), *spark, foot]
         for line in lines:          # crop here: a wrapped line would push the others down
             line.truncate(width, overflow="ellipsis")
         text = Text("\n").join(lines)
@@ -123,32 +129,41 @@ class TargetTile(Widget, can_focus=True):
         txt.append(f"{sym} {t.state.upper()}", style=style)
         if t.disabled and t.state != "disabled":
             txt.append(" DISABLED", style="bold reverse red")
-        txt.append(f"  {fmt.rpm(t.rpm)} rpm", style="bold")
-        txt.append(f"  {fmt.money(t.cost_per_hour, '/h')}")
+        # the current rate (last 10 s): a target just disabled or opened drops to 0 at once
+        txt.append(f" {fmt.rpm(t.rate)} rpm", style="bold")
+        txt.append(f" {fmt.cost_per_hour(t.cost_per_hour, t.priced)}",
+                   style="" if t.priced else "dim")
+        rate = t.success_rate
+        style = "" if rate is None or rate >= 0.99 else ("yellow" if rate >= 0.9 else "bold red")
+        txt.append(" ok ", style="dim")
+        txt.append(fmt.pct(rate), style=style)
         return txt
 
     @staticmethod
     def _lat_text(t: TargetInfo) -> Text:
+        """Total latency (request start to last byte) and, for streams, time to first token."""
         txt = Text(no_wrap=True, overflow="ellipsis")
         if t.latency_source == "probes":  # no traffic: say so rather than look faster than the serving target
             txt.append("probe ", style="dim italic")
-        txt.append("p50 ", style="dim")
-        txt.append(fmt.ms(t.p50_ms))
-        txt.append(" p95 ", style="dim")
-        txt.append(fmt.ms(t.p95_ms))
-        txt.append("  ok ", style="dim")
-        rate = t.success_rate
-        style = "" if rate is None or rate >= 0.99 else ("yellow" if rate >= 0.9 else "bold red")
-        txt.append(fmt.pct(rate), style=style)
+        txt.append("p50/95 ", style="dim")
+        txt.append(fmt.ms_pair(t.p50_ms, t.p95_ms))
+        if t.ttft_p50_ms is not None:
+            txt.append(" ttft ", style="dim")
+            txt.append(fmt.ms_pair(t.ttft_p50_ms, t.ttft_p95_ms))
         return txt
 
     @staticmethod
     def _foot_text(t: TargetInfo, now: float) -> Text:
         txt = Text(no_wrap=True, overflow="ellipsis")
         if t.disabled:
-            txt.append("disabled", style="bold red")
-            txt.append(f": {t.disabled_reason}" if t.disabled_reason else " by operator",
-                       style="red")
+            txt.append("off", style="bold red")
+            if t.target_disabled is None and t.vendor_disabled is None:   # an older gateway
+                txt.append(f": {t.disabled_reason}" if t.disabled_reason else " by operator", style="red")
+            if t.target_disabled is not None:
+                txt.append(f" target: {t.target_disabled or 'no reason'}", style="red")
+            if t.vendor_disabled is not None:
+                txt.append(" ·" if t.target_disabled is not None else "", style="dim")
+                txt.append(f" vendor: {t.vendor_disabled or 'no reason'}", style="red")
             return txt
         brk_style = {"closed": "dim", "half_open": "yellow", "half-open": "yellow"}.get(
             t.breaker, "bold red")

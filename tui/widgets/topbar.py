@@ -61,12 +61,12 @@ class TopBar(Static):
         t.append(f" {self.view}", style="bold")
         if self.connected is None:
             t.append("  ◌ connecting", style="yellow")
-        elif self.connected:
-            t.append("  ● live", style="green")
-        else:
+        elif not self.connected:
             t.append("  ✖ offline", style="bold red")
-        if self.paused:
+        elif self.paused:          # not "live" as well: the screen is frozen
             t.append("  ⏸ PAUSED", style="bold reverse yellow")
+        else:
+            t.append("  ● live", style="green")
         if self.readonly:
             t.append("  READONLY", style="bold reverse cyan")
         if st.targets:
