@@ -7,6 +7,7 @@ the gateway never imports Textual.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 
