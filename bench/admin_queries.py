@@ -28,12 +28,12 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 
 import httpx  # noqa: E402
+from store_queries import ensure_log  # noqa: E402
 
 from gateway.app import Gateway  # noqa: E402
 from gateway.config import parse_config  # noqa: E402
 from gateway.mock.server import start_mock, vendor_configs  # noqa: E402
 from store.history import encode_cursor  # noqa: E402
-from store_queries import ensure_log  # noqa: E402
 
 TOKEN = "bench-admin-token"
 TARGET_MS = 50.0
@@ -62,8 +62,8 @@ def fill_health(gw: Gateway, now: float, per_second: int = 60) -> int:
     import random
     from unittest import mock
 
-    from gateway.vendors.base import ErrorClass
     from gateway.routing.health import WINDOW_S
+    from gateway.vendors.base import ErrorClass
 
     rnd = random.Random(7)
     total = 0

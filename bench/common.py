@@ -152,7 +152,7 @@ class Procs:
         for p in reversed(list(self.procs)):
             self.stop(p)
 
-    def __enter__(self) -> "Procs":
+    def __enter__(self) -> Procs:
         self._old = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _raise_interrupt)
         return self
@@ -257,7 +257,7 @@ class RssSampler:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rss-{pgid}", daemon=True)
 
-    def start(self) -> "RssSampler":
+    def start(self) -> RssSampler:
         self._thread.start()
         return self
 
@@ -279,7 +279,7 @@ class RssSampler:
         self._thread.join(5)
         return self.peak_kb
 
-    def __enter__(self) -> "RssSampler":
+    def __enter__(self) -> RssSampler:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -357,8 +357,8 @@ def run_wrk(url: str, body: str, conns: int, seconds: float, headers: dict[str, 
         fh.write(WRK_LUA.format(body=body, headers=extra))
         script = fh.name
     try:
-        out = subprocess.run(["wrk", "-t", "1", "-c", str(conns), "-d", f"{max(1, round(seconds))}s", "--latency", "-s", script, url],
-                             capture_output=True, text=True, timeout=seconds + 30).stdout
+        cmd = ["wrk", "-t", "1", "-c", str(conns), "-d", f"{max(1, round(seconds))}s", "--latency", "-s", script, url]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
     finally:
         os.unlink(script)
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
@@ -643,7 +643,7 @@ async def _loadgen(spec: LoadSpec) -> dict:
                         return
                     if first:
                         ttft.append((first - t0) * 1000)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             error("timeout", f"no complete answer within {spec.timeout}s")
             return
         except (aiohttp.ClientError, OSError) as e:

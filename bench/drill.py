@@ -146,7 +146,7 @@ async def run(args: argparse.Namespace) -> int:
     print()
     from gateway.control.client import format_report
     print(format_report(d))
-    print(f"  failed attempts per drill request: "
+    print("  failed attempts per drill request: "
           + ", ".join(f"{k} failed: {v} request(s)" for k, v in sorted(failed_per_request.items())))
     print(f"  live requests: {len(live)} sent, {len(live) - len(live_errors)} answered, {len(live_errors)} errors; "
           (f"first live answer from {TARGET} {live_back_s}s after the drill ended" if live_back_s is not None

@@ -33,9 +33,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (BODY, ROOT, LoadSpec, cpu_seconds, free_port, run_load, run_py, run_wrk,  # noqa: E402
-                    wait_http)
-
+from common import BODY, ROOT, LoadSpec, cpu_seconds, free_port, run_load, run_py, run_wrk, wait_http  # noqa: E402
 
 # ----------------------------------------------------------------------- setup
 
@@ -79,7 +77,8 @@ targets = [{{ vendor = "dead", model = "gone" }}, {{ vendor = "fast", model = "g
 RECEIVER = """
 import sys
 from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
+                                                                      ExportTraceServiceResponse)
 count = 0
 ok = ExportTraceServiceResponse().SerializeToString()
 async def traces(request):

@@ -40,14 +40,30 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (LoadSpec, Procs, RssSampler, chat_body, fmt, free_port, machine_line, mock_clear,  # noqa: E402
-                    mock_config, mock_fault, python_env, run_load, run_wrk, start_mock, start_patchbay,
-                    wait_http)
+from common import (  # noqa: E402
+    LoadSpec,
+    Procs,
+    RssSampler,
+    chat_body,
+    fmt,
+    free_port,
+    machine_line,
+    mock_clear,
+    mock_config,
+    mock_fault,
+    python_env,
+    run_load,
+    run_wrk,
+    start_mock,
+    start_patchbay,
+    wait_http,
+)
 
 PRIMARY, SECONDARY = "gpt-4.1", "gpt-4.1-mini"
 CLIENT_KEY = "sk-bench-client-0123456789abcdef0123456789abcdef"   # loopback-only benchmark key

@@ -42,8 +42,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (LoadSpec, Procs, RssSampler, chat_body, collect_load, fd_count, free_port,  # noqa: E402
-                    machine_line, mock_clear, mock_fault, python_env, run_load, start_mock, start_patchbay)
+from common import (  # noqa: E402
+    LoadSpec,
+    Procs,
+    RssSampler,
+    chat_body,
+    collect_load,
+    fd_count,
+    free_port,
+    machine_line,
+    mock_clear,
+    mock_fault,
+    python_env,
+    run_load,
+    start_mock,
+    start_patchbay,
+)
 
 COOLDOWN = 15.0
 
@@ -151,7 +165,7 @@ class Chaos:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="chaos", daemon=True)
 
-    def start(self) -> "Chaos":
+    def start(self) -> Chaos:
         self._thread.start()
         return self
 
@@ -298,7 +312,8 @@ def main() -> int:
     fds_after = [s[2] for s in after if s[2] >= 0]
 
     print()
-    print("per minute (gateway):  minute | RSS MB (median) | fds min-max | client ok | client errors | faults switched on")
+    print("per minute (gateway):  minute | RSS MB (median) | fds min-max | client ok | client errors"
+          " | faults switched on")
     tl = report.get("timeline", {})
     wall0 = min((int(k) for k in tl), default=0)
     for m in range(int(seconds // 60) + (1 if seconds % 60 else 0)):

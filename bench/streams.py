@@ -33,8 +33,22 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import (LoadSpec, Procs, RssSampler, chat_body, cpu_seconds, fmt, free_port, machine_line,  # noqa: E402
-                    listen_overflows, raise_nofile, run_load, sched_wait, start_mock, start_patchbay)
+from common import (  # noqa: E402
+    LoadSpec,
+    Procs,
+    RssSampler,
+    chat_body,
+    cpu_seconds,
+    fmt,
+    free_port,
+    listen_overflows,
+    machine_line,
+    raise_nofile,
+    run_load,
+    sched_wait,
+    start_mock,
+    start_patchbay,
+)
 
 CONFIG = """
 [server]
@@ -124,7 +138,8 @@ def describe(name: str, r: dict, args: argparse.Namespace) -> str:
     dropped = args.streams - r["ok"]
     kinds = ", ".join(f"{k}: {v}" for k, v in r["error_kinds"].items()) or "none"
     return (f"{name:<9} completed {r['ok']}/{args.streams} (dropped {dropped}; errors {kinds}); "
-            f"peak in flight {r['peak_inflight']}, streaming (headers received) {r['peak_open']}; TTFT p50 {fmt(r['ttft_p50'], 2)} ms p99 {fmt(r['ttft_p99'], 2)} ms "
+            f"peak in flight {r['peak_inflight']}, streaming (headers received) {r['peak_open']}; "
+            f"TTFT p50 {fmt(r['ttft_p50'], 2)} ms p99 {fmt(r['ttft_p99'], 2)} ms "
             f"max {fmt(r['ttft_max'], 2)} ms; stream time p50 {fmt(r['p50'] / 1000 if r['p50'] else None, 2)} s "
             f"p99 {fmt(r['p99'] / 1000 if r['p99'] else None, 2)} s; {r['tokens']} tokens; "
             f"listen-queue overflows (machine-wide) {r['listen_overflows']}"

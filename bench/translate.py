@@ -19,14 +19,14 @@ import os
 import platform
 import sys
 import timeit
-from typing import Callable
+from collections.abc import Callable
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import orjson  # noqa: E402
 
-from gateway.vendors import make_adapter  # noqa: E402
 from gateway.config import VendorConfig  # noqa: E402
+from gateway.vendors import make_adapter  # noqa: E402
 
 REQUEST = {
     "model": "chat",
@@ -34,8 +34,10 @@ REQUEST = {
         {"role": "system", "content": "You are a helpful assistant. Answer briefly and cite sources when you can."},
         {"role": "user", "content": "What's the weather like in Paris today? I'm deciding what to wear."},
         {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_a1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
-        {"role": "tool", "tool_call_id": "call_a1", "content": "{\"temp_c\": 18, \"sky\": \"overcast\", \"wind_kmh\": 12}"},
+            {"id": "call_a1", "type": "function",
+             "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\"}"}}]},
+        {"role": "tool", "tool_call_id": "call_a1",
+         "content": "{\"temp_c\": 18, \"sky\": \"overcast\", \"wind_kmh\": 12}"},
         {"role": "assistant", "content": "It's 18°C and overcast in Paris with a light breeze."},
         {"role": "user", "content": "And tomorrow? Should I bring an umbrella?"},
     ],
@@ -52,7 +54,8 @@ ANSWER = ("Tomorrow in Paris looks showery in the afternoon, around 16°C. Yes, 
 
 RESPONSES = {
     "anthropic": orjson.dumps({
-        "id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant", "model": "claude-sonnet-4-20250514",
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL", "type": "message", "role": "assistant",
+        "model": "claude-sonnet-4-20250514",
         "content": [{"type": "text", "text": ANSWER}], "stop_reason": "end_turn", "stop_sequence": None,
         "usage": {"input_tokens": 210, "output_tokens": 38, "cache_creation_input_tokens": 0,
                   "cache_read_input_tokens": 0, "service_tier": "standard"}}),
@@ -78,8 +81,9 @@ EVENTS = {
     "gemini": (None, '{"candidates": [{"content": {"parts": [{"text": " umbrella"}],"role": "model"},"index": 0}],'
                      '"usageMetadata": {"promptTokenCount": 205,"totalTokenCount": 205},'
                      '"modelVersion": "gemini-2.0-flash","responseId": "Il0taoSYJ5Cez7"}'),
-    "openai": (None, '{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion.chunk","created":1741570283,'
-                     '"model":"gpt-4.1","system_fingerprint":null,"choices":[{"index":0,"delta":{"content":" umbrella"},'
+    "openai": (None, '{"id":"chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG","object":"chat.completion.chunk",'
+                     '"created":1741570283,"model":"gpt-4.1","system_fingerprint":null,'
+                     '"choices":[{"index":0,"delta":{"content":" umbrella"},'
                      '"logprobs":null,"finish_reason":null}]}'),
 }
 

@@ -142,7 +142,7 @@ async def traffic(gw_url: str, routes: list[str], rps: float, stop: asyncio.Even
             sent += 1
             try:
                 await asyncio.wait_for(stop.wait(), timeout=1.0 / rps)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
     return sent
 

@@ -18,10 +18,10 @@ from prometheus_client.exposition import choose_encoder
 
 from gateway.config import Config, split_hostport
 from gateway.control.metrics import Metrics
-from gateway.routing.router import Router, pool_for
-from gateway.runtime import Runtime
 from gateway.doors.server import make_data_app
 from gateway.parts import Component, Store
+from gateway.routing.router import Router, pool_for
+from gateway.runtime import Runtime
 
 if TYPE_CHECKING:  # pragma: no cover
     from gateway.control.prober import Prober
@@ -101,7 +101,7 @@ class Gateway:
         self.runtime.request_observers.append(self.metrics.observe)
         endpoint = otlp_traces_endpoint(self.env)
         if endpoint is not None:
-            from gateway.control.tracing import Tracing   # opentelemetry is imported only here
+            from gateway.control.tracing import Tracing  # opentelemetry is imported only here
 
             self.tracing = Tracing(self.runtime, endpoint, self.env)
             self.runtime.request_observers.append(self.tracing.observe)
@@ -208,7 +208,7 @@ class Gateway:
                           stats["rows_not_written"], self.config.store.path, stats.get("last_error"))
             self.store = None
 
-    async def __aenter__(self) -> "Gateway":
+    async def __aenter__(self) -> Gateway:
         await self.start()
         return self
 

@@ -18,9 +18,10 @@ import os
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 VENDOR_KINDS = ("openai", "anthropic", "gemini")
 PROBER_MODES = ("models", "completion")
@@ -194,8 +195,10 @@ def _api_key(values: dict, ctx: _Ctx) -> str | None:
 class ServerConfig:
     listen: str = key("127.0.0.1:4000", "OpenAI-compatible API (HOST:PORT)", check=_hostport)
     admin_listen: str = key("127.0.0.1:4001", "admin API: keep it on loopback or behind SSH", check=_hostport)
-    client_keys_env: str | None = key("PATCHBAY_CLIENT_KEYS", "variable with the comma-separated bearer keys clients must send")
-    admin_token_env: str = key("PATCHBAY_ADMIN_TOKEN", "variable with the admin token; the admin API is off when it is empty")
+    client_keys_env: str | None = key("PATCHBAY_CLIENT_KEYS",
+                                      "variable with the comma-separated bearer keys clients must send")
+    admin_token_env: str = key("PATCHBAY_ADMIN_TOKEN",
+                               "variable with the admin token; the admin API is off when it is empty")
     max_body_bytes: int = key(DEFAULT_MAX_BODY, "larger request bodies get 413", check=_at_least_one)
     # Slow-client guards (slowloris): trickling clients cannot hold connections for good.
     read_timeout: float = key(30.0, "seconds a request body may take to arrive after its headers (else 408)",

@@ -9,17 +9,17 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-from gateway.vendors import make_adapter
-from gateway.vendors.base import Adapter, env_proxy_secrets, vendor_secrets
-from gateway.routing.breaker import Breaker
 from gateway.config import Config, Price, TargetConfig, VendorConfig
+from gateway.parts import Store
+from gateway.routing.breaker import Breaker
 from gateway.routing.faults import DrillFault
 from gateway.routing.health import SERIES_STEP_S, Health
-from gateway.parts import Store
+from gateway.vendors import make_adapter
+from gateway.vendors.base import Adapter, env_proxy_secrets, vendor_secrets
 from store.records import EventRow
 
 

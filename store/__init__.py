@@ -12,6 +12,6 @@ from .writer import Sink, Store
 
 __all__ = [
     "AttemptRow", "BadCursor", "DrillRow", "EventRow", "History", "RequestRow", "SCHEMA_VERSION",
-    "SchemaError", "Sink", "Store", "decode_cursor", "encode_cursor", "ensure_schema", "format_history_table", "history_main",
-    "new_id",
+    "SchemaError", "Sink", "Store", "decode_cursor", "encode_cursor", "ensure_schema", "format_history_table",
+    "history_main", "new_id",
 ]

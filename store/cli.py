@@ -11,7 +11,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Iterable, TextIO
+from collections.abc import Iterable
+from typing import Any, TextIO
 
 from .history import LIST_COLUMNS, History
 

@@ -21,7 +21,8 @@ import os
 import re
 import sqlite3
 import threading
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from . import rollups
 from .schema import BOOL_COLUMNS, JSON_COLUMNS, SCHEMA_VERSION
@@ -164,7 +165,7 @@ class History:
             except sqlite3.Error:
                 pass
 
-    def __enter__(self) -> "History":
+    def __enter__(self) -> History:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-
 _PROCESS_SALT = os.urandom(3).hex()
 _COUNTER = itertools.count()
 

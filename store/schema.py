@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import sqlite_utils
 

@@ -30,9 +30,10 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any
 
 from . import rollups
 from .records import AttemptRow, DrillRow, EventRow, RequestRow
@@ -326,7 +327,7 @@ class Store:
             self._wake.set()
         return True
 
-    def history(self) -> "History":
+    def history(self) -> History:
         """A History reading this store's database (works for ":memory:" stores too)."""
         from .history import History
         return History(self.path)
@@ -354,7 +355,7 @@ class Store:
 
     # ----------------------------------------------------------------- lifecycle
 
-    def start(self, open_timeout: float = 2.0) -> "Store":
+    def start(self, open_timeout: float = 2.0) -> Store:
         """Start the writer thread. Never raises for a bad database: that shows in `stats()`.
 
         Waits up to `open_timeout` for the first open so the schema exists before

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 MAX_HEAD = 1 << 16
 
@@ -40,7 +41,7 @@ class ScriptedVendor:
     _server: asyncio.AbstractServer | None = None
     _tasks: set[asyncio.Task] = field(default_factory=set)
 
-    async def start(self, host: str = "127.0.0.1") -> "ScriptedVendor":
+    async def start(self, host: str = "127.0.0.1") -> ScriptedVendor:
         self._server = await asyncio.start_server(self._serve, host, 0)
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"http://{host}:{port}"

@@ -51,7 +51,7 @@ class ServeProcess:
         self.url = ""
         self.admin_url: str | None = None
 
-    def start(self, timeout: float = 30.0) -> "ServeProcess":
+    def start(self, timeout: float = 30.0) -> ServeProcess:
         self.stderr_path.write_bytes(b"")
         err = open(self.stderr_path, "ab")
         try:
@@ -110,7 +110,7 @@ class ServeProcess:
             self.proc.kill()
             self.proc.wait(10)
 
-    def __enter__(self) -> "ServeProcess":
+    def __enter__(self) -> ServeProcess:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:

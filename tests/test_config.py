@@ -228,7 +228,8 @@ def test_the_readme_config_reference_matches_the_declaration():
     for path, value in shown.items():
         key = declared[path]
         if "*" not in path and "[]" not in path:
-            assert not key.required and value == key.default, f"README shows {path} = {value!r}, default is {key.default!r}"
+            assert not key.required and value == key.default, \
+                f"README shows {path} = {value!r}, default is {key.default!r}"
 
 
 def test_every_declared_key_has_a_type_and_a_one_line_doc():
@@ -248,9 +249,11 @@ def test_problems_use_toml_key_paths_and_reasons_from_the_declaration(tmp_path):
     found = dict(problems(tmp_path, text))
     assert found['prices."openai/gpt-4.1".output'] == "must be a number, got string"
     assert found['prices.free'].startswith("must be a table like { input = 2.0, output = 8.0 }, got integer")
-    assert found["routes[0].targets[0].wieght"] == "unknown key (expected one of: context_window, model, prefill, vendor)"
+    assert found["routes[0].targets[0].wieght"] == \
+        "unknown key (expected one of: context_window, model, prefill, vendor)"
     # api_key and name are set by the loader, never written in the file
-    assert found["vendors.anthropic.api_key"].startswith("unknown key (expected one of: api_key_env, base_url, ca_file,")
+    assert found["vendors.anthropic.api_key"].startswith(
+        "unknown key (expected one of: api_key_env, base_url, ca_file,")
     assert found["vendors.anthropic.headers.x-team"] == "must be a string, got integer"
 
 

@@ -172,7 +172,8 @@ async def test_drills_outlive_a_restart_in_the_log(start_gateway, gateway_cfg):
     assert gw2.runtime.targets["deepseek/deepseek-chat"].fault is None
     async with httpx.AsyncClient(base_url=gw2.admin_url, headers=AUTH) as admin:
         listed = (await admin.get("/admin/drills")).json()["drills"]
-        assert [(d["id"], d["state"], d["fault"], d["duration"]) for d in listed] == [(did, "cancelled", "latency:50", 60)]
+        assert [(d["id"], d["state"], d["fault"], d["duration"]) for d in listed] == \
+            [(did, "cancelled", "latency:50", 60)]
         d = (await admin.get(f"/admin/drills/{did}")).json()
         assert d["state"] == "cancelled" and d["report"]["target"] == "deepseek/deepseek-chat"
 

@@ -86,11 +86,11 @@ class Load:
                     complete = b"data: [DONE]" in data if stream else bool(data)
                     if 200 <= r.status < 300 and complete:
                         self.ok_ids.append(r.headers["x-request-id"])
-            except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError):
+            except (TimeoutError, aiohttp.ClientError, ConnectionError):
                 self.errors += 1
                 await asyncio.sleep(0.01)    # the gateway is going away: do not spin
 
-    async def start(self) -> "Load":
+    async def start(self) -> Load:
         session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20))
         self._session = session
         self._tasks = [asyncio.create_task(self._worker(i, session)) for i in range(self.workers)]

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import string
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,12 +24,12 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.vendors import make_adapter
-from gateway.vendors.base import ChatResult, StreamDelta, UpstreamRequest, VendorError
 from gateway.config import Config, ConfigError, VendorConfig, load_config, parse_config
-from gateway.routing.call import ClientError
 from gateway.doors.chat import error_body
 from gateway.doors.chat import validate as validate_chat
+from gateway.routing.call import ClientError
+from gateway.vendors import make_adapter
+from gateway.vendors.base import ChatResult, StreamDelta, UpstreamRequest, VendorError
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -89,7 +88,8 @@ CHAT_BODIES = st.fixed_dictionaries(
         "parallel_tool_calls": sometimes(st.booleans()), "n": sometimes(st.integers(0, 3)),
         "response_format": sometimes(st.sampled_from([{"type": "json_object"}, {"type": "text"},
                                                       {"type": "json_schema", "json_schema": {"name": "s"}},
-                                                      {"type": "json_schema", "json_schema": {"schema": {"type": "object"}}},
+                                                      {"type": "json_schema",
+                                                       "json_schema": {"schema": {"type": "object"}}},
                                                       {"type": "xml"}])),
         "user": sometimes(_text), "seed": sometimes(st.integers(-2 ** 63, 2 ** 63 - 1)),
         "logprobs": sometimes(st.booleans()), "metadata": sometimes(st.dictionaries(_text, _text, max_size=2)),
@@ -119,7 +119,8 @@ ADAPTER_BODIES = st.fixed_dictionaries(
                                      st.sampled_from([{"type": "json_object"},
                                                       {"type": "json_schema", "json_schema": {"schema": {
                                                           "type": "object", "properties": {"a": {"$ref": "#/x"}}}}}])),
-        "user": _text, "seed": st.integers(-2 ** 63, 2 ** 63 - 1), "metadata": st.dictionaries(_text, _json, max_size=2),
+        "user": _text, "seed": st.integers(-2 ** 63, 2 ** 63 - 1),
+        "metadata": st.dictionaries(_text, _json, max_size=2),
         "stream_options": st.dictionaries(st.sampled_from(["include_usage", "x"]), _json, max_size=2),
         "stream": st.booleans(),
     })
@@ -280,9 +281,9 @@ def _events(kind: str) -> Any:
 def test_stream_decoder_yields_deltas_or_a_vendor_error(kind: str, data: Any) -> None:
     events = data.draw(_events(kind))
     decoder = ADAPTERS[kind].stream_decoder()
-    for event, payload in events:
+    for name, payload in events:
         try:
-            deltas = decoder.feed(event, payload)
+            deltas = decoder.feed(name, payload)
         except VendorError:
             return                   # an in-band error ends the attempt; the router fails over
         assert isinstance(deltas, list)

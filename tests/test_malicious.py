@@ -20,7 +20,6 @@ import asyncio
 import socket
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -76,7 +75,7 @@ class NormalClient:
                 self.latencies.append(time.monotonic() - t0)
                 self._stop.wait(0.05)
 
-    def __enter__(self) -> "NormalClient":
+    def __enter__(self) -> NormalClient:
         self._thread.start()
         return self
 

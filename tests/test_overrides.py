@@ -8,9 +8,9 @@ from pathlib import Path
 
 import httpx
 
+from gateway.config import parse_config
 from gateway.control.overrides import apply_overrides
 from gateway.runtime import Runtime
-from gateway.config import parse_config
 
 TOKEN = "ovr-token-123456"
 ENV = {"PATCHBAY_ADMIN_TOKEN": TOKEN}
@@ -56,7 +56,8 @@ async def test_order_and_disables_persist_across_a_restart(start_gateway, gatewa
         # back to the config: the file then holds nothing
         await admin.post("/admin/targets/openai/gpt-4.1/enable")
         await admin.post("/admin/routes/chat/order",
-                         json={"order": ["openai/gpt-4.1", "deepseek/deepseek-chat", "anthropic/claude-sonnet-4-20250514"]})
+                         json={"order": ["openai/gpt-4.1", "deepseek/deepseek-chat",
+                                         "anthropic/claude-sonnet-4-20250514"]})
     assert tomllib.loads(path.read_text()) == {}
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from unittest import mock
 
-from gateway.vendors.base import ErrorClass
 from gateway.routing.health import RECOVERED_AFTER, WINDOW_S, Health
+from gateway.vendors.base import ErrorClass
 
 
 def at(t: float):

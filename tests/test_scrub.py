@@ -14,8 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.vendors.base import (FRAGMENT_CHARS, REDACTED, ErrorClass, VendorError, proxy_passwords, scrub,
-                                  scrub_text)
+from gateway.vendors.base import FRAGMENT_CHARS, REDACTED, ErrorClass, VendorError, proxy_passwords, scrub, scrub_text
 
 
 def reference(text, secrets):
@@ -188,7 +187,8 @@ def test_benchmark_runs_and_reports():
 
 if __name__ == "__main__":
     for label, kw in [("str, ~20 keys quoted", {}), ("bytes, ~20 keys quoted", {"as_bytes": True}),
-                      ("str, nothing quoted", {"quoted": 0}), ("bytes, nothing quoted", {"as_bytes": True, "quoted": 0}),
+                      ("str, nothing quoted", {"quoted": 0}),
+                      ("bytes, nothing quoted", {"as_bytes": True, "quoted": 0}),
                       ("non-ASCII str, ~20 quoted", {"extra": "éü"})]:
         for n in (2, 20):
             plain, fast = bench(n, **kw)

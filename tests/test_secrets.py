@@ -152,8 +152,8 @@ async def drive(data_url: str, admin_url: str, mock_url: str, cap: Capture) -> N
                                               **kw))
 
         async def stream(what: str, body: Any) -> bytes:
-            async with c.stream("POST", "/v1/chat/completions", headers=key, json={**body, "stream": True,
-                                                                                   "stream_options": {"include_usage": True}}) as r:
+            streamed = {**body, "stream": True, "stream_options": {"include_usage": True}}
+            async with c.stream("POST", "/v1/chat/completions", headers=key, json=streamed) as r:
                 data = await r.aread()
                 cap.add(what, r, data)
                 return data

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from store import AttemptRow, DrillRow, EventRow, History, RequestRow, SCHEMA_VERSION, Store, new_id
+from store import SCHEMA_VERSION, AttemptRow, DrillRow, EventRow, History, RequestRow, Store, new_id
 from store.schema import SchemaError, ensure_schema
 
 

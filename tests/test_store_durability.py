@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from store import AttemptRow, History, RequestRow, Store
+from store import History, RequestRow, Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -156,7 +156,9 @@ CHILD_FULL = textwrap.dedent("""
     import json, resource, signal, sys, time
     from store import Store, RequestRow
     path = sys.argv[1]
-    s = Store(path).start(); s.put(RequestRow(id='req_first', ts=1.0, route='c', stream=False, outcome='ok', http_status=200)); s.close()
+    s = Store(path).start()
+    s.put(RequestRow(id='req_first', ts=1.0, route='c', stream=False, outcome='ok', http_status=200))
+    s.close()
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)     # get EFBIG from write(), like a full disk
     limit = 2 * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
@@ -224,7 +226,8 @@ CHILD_WRITER = textwrap.dedent("""
             print('written', store.stats()['written'], flush=True)
             last = time.monotonic()
     store.close(timeout=30)
-    print('accepted', accepted, 'written', store.stats()['written'], 'lost', store.stats()['rows_not_written'], flush=True)
+    print('accepted', accepted, 'written', store.stats()['written'], 'lost', store.stats()['rows_not_written'],
+          flush=True)
 """)
 
 

@@ -196,8 +196,8 @@ async def test_latency_drill_longer_than_first_byte_fails_over(gateway_cfg, star
 
 
 def test_breaker_trial_belongs_to_its_owner():
-    from gateway.routing.breaker import Breaker
     from gateway.config import BreakerConfig
+    from gateway.routing.breaker import Breaker
 
     now = [0.0]
     b = Breaker(BreakerConfig(failures_to_open=1, cooldown=1), clock=lambda: now[0])

@@ -15,10 +15,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.config import VendorConfig
 from gateway.vendors import make_adapter
 from gateway.vendors.anthropic import AnthropicAdapter
 from gateway.vendors.base import ErrorClass, UpstreamRequest, VendorError
-from gateway.config import VendorConfig
 from tests.translate_util import decode, fold, request_bodies, vendor_json
 
 VENDOR = VendorConfig("claude", "anthropic", "https://api.anthropic.com", api_key_env="K", api_key="sk-ant-test",

@@ -15,10 +15,10 @@ from google.genai import types as gt
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.config import VendorConfig
 from gateway.vendors import make_adapter
 from gateway.vendors.base import ErrorClass, UpstreamRequest, VendorError
 from gateway.vendors.gemini import GeminiAdapter, to_gemini_schema
-from gateway.config import VendorConfig
 from tests.translate_util import decode, fold, request_bodies, vendor_json
 
 VENDOR = VendorConfig("gemini", "gemini", "https://generativelanguage.googleapis.com", api_key_env="G",

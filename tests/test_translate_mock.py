@@ -15,10 +15,10 @@ import aiohttp
 import orjson
 import pytest
 
-from gateway.vendors import make_adapter  # noqa: E402
-from gateway.vendors.base import Adapter, ChatResult, ErrorClass, StreamDelta, VendorError  # noqa: E402
 from gateway.config import VendorConfig  # noqa: E402
 from gateway.mock.server import start_mock  # noqa: E402
+from gateway.vendors import make_adapter  # noqa: E402
+from gateway.vendors.base import Adapter, ChatResult, ErrorClass, StreamDelta, VendorError  # noqa: E402
 from gateway.vendors.sse import SSEParser  # noqa: E402
 from tests.translate_util import fold  # noqa: E402
 

@@ -159,7 +159,7 @@ async def until(cond, timeout: float = 5.0) -> None:
     """Wait for a condition instead of sleeping a fixed time (a loaded 2-core machine is slow)."""
     deadline = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < deadline, "condition not met within %gs" % timeout
+        assert time.monotonic() < deadline, f"condition not met within {timeout:g}s"
         await asyncio.sleep(0.005)
 
 
@@ -258,7 +258,8 @@ async def test_truncated_chunked_body_raises_and_connection_is_not_reused(upstre
 
 
 async def test_over_long_body_poisons_the_connection(upstream, pool):
-    up = await upstream([[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA-BYTES"], [ok(b"WRONG")]], [[ok(b"second")]])
+    up = await upstream([[b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokEXTRA-BYTES"], [ok(b"WRONG")]],
+                        [[ok(b"second")]])
     assert await get(pool, up.url()) == (200, b"ok")
     assert await get(pool, up.url()) == (200, b"second")
     assert up.connections == 2

@@ -8,17 +8,14 @@ transport review and fails on the gateway before the fix.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import signal
 import time
 
 import httpx
 import openai
 import pytest
 
-from gateway.vendors.base import FRAGMENT_CHARS, REDACTED, scrub_text
 from gateway.config import ConfigError, parse_config
+from gateway.vendors.base import FRAGMENT_CHARS, REDACTED, scrub_text
 from gateway.vendors.sse import EventTooLarge, SSEParser
 from tests.scripted_vendor import ScriptedVendor, chunk, completion, http_json
 

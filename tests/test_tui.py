@@ -10,8 +10,8 @@ from __future__ import annotations
 import ast
 import asyncio
 import html
-import re
 import pathlib
+import re
 from collections.abc import Callable
 from typing import Any
 

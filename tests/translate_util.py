@@ -88,8 +88,9 @@ def request_bodies(tool: dict) -> Any:
     ids = st.sampled_from(["call_1", "call_2", "call:3"])
     call = mostly(st.fixed_dictionaries({
         "id": ids, "type": st.just("function"),
-        "function": mostly(st.fixed_dictionaries({"name": st.sampled_from(["f", "g", "get_weather"]),
-                                                  "arguments": mostly(st.sampled_from(['{"a":1}', "{}", "", "{", "[]"]))}))}))
+        "function": mostly(st.fixed_dictionaries({
+            "name": st.sampled_from(["f", "g", "get_weather"]),
+            "arguments": mostly(st.sampled_from(['{"a":1}', "{}", "", "{", "[]"]))}))}))
     message = mostly(st.one_of(
         st.fixed_dictionaries({"role": st.sampled_from(["system", "developer"]), "content": content}),
         st.fixed_dictionaries({"role": st.just("user"), "content": content}),
@@ -108,7 +109,8 @@ def request_bodies(tool: dict) -> Any:
     schema = st.recursive(st.fixed_dictionaries({"type": st.sampled_from(["string", "integer", "null", "object"])}),
                           lambda inner: st.one_of(
                               st.fixed_dictionaries({"type": st.just("object"),
-                                                     "properties": st.dictionaries(st.text(max_size=4), inner, max_size=3)},
+                                                     "properties": st.dictionaries(st.text(max_size=4), inner,
+                                                                                   max_size=3)},
                                                     optional={"required": st.lists(st.text(max_size=4), max_size=2)}),
                               st.fixed_dictionaries({"type": st.just("array"), "items": inner}),
                               st.fixed_dictionaries({"anyOf": st.lists(inner, max_size=3)}),

@@ -173,7 +173,7 @@ class PatchbayApp(App[int]):
             self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     @work(exclusive=True, group="poll", exit_on_error=False)

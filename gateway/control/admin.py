@@ -19,8 +19,9 @@ import hmac
 import logging
 import re
 import time
-from datetime import datetime, timezone
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import unquote
 
 import orjson
@@ -91,7 +92,7 @@ def parse_time(value: str | None, name: str) -> float | None:
         raise AdminHTTPError(400, f"'{name}' must be epoch seconds, ISO 8601 time or a relative time like "
                                   f"15m, 2h, 1d; got {value[:40]!r}", "invalid_value", name) from None
     if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 

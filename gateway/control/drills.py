@@ -32,8 +32,8 @@ from typing import Any
 import orjson
 
 from gateway.config import split_hostport
-from gateway.routing.faults import DrillFaultError, parse_drill_fault
 from gateway.parts import GatewayView
+from gateway.routing.faults import DrillFaultError, parse_drill_fault
 from gateway.runtime import Runtime, Target
 from gateway.vendors.http import UpstreamError
 from store.records import DrillRow, new_id
@@ -306,7 +306,8 @@ class DrillManager:
             while time.monotonic() < end_at and not d.cancel_event.is_set():
                 self._check_state(d, t)
                 try:
-                    await asyncio.wait_for(d.cancel_event.wait(), timeout=min(POLL_S, max(0.0, end_at - time.monotonic())))
+                    await asyncio.wait_for(d.cancel_event.wait(),
+                                           timeout=min(POLL_S, max(0.0, end_at - time.monotonic())))
                 except TimeoutError:
                     pass
             if t.fault is not None and t.fault.drill_id == d.id:

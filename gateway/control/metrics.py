@@ -21,7 +21,8 @@ classes, token kinds and target states; never a request id, key or free text.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -61,7 +62,7 @@ METRIC_NAMES = (
 class Metrics:
     """The registry of one gateway, and the per-request `observe` hook the router calls."""
 
-    def __init__(self, runtime: "Runtime"):
+    def __init__(self, runtime: Runtime):
         self.registry = r = CollectorRegistry(auto_describe=True)
         self.requests = Counter("patchbay_requests", "Requests answered, by route, final target and outcome "
                                 "(ok, fallback, error, client_error, cut, client_gone).",
@@ -97,7 +98,7 @@ class Metrics:
                                      self.cost.labels(target))
         return c
 
-    def observe(self, row: "RequestRow", call: Any) -> None:
+    def observe(self, row: RequestRow, call: Any) -> None:
         """One finished request: its log row, and its attempt rows (`call.attempts`).
 
         Runs on the request path (Router._record): keep it to lookups and increments.
@@ -139,7 +140,7 @@ class Metrics:
 class _StateCollector:
     """Gauges read from the live runtime at scrape time (on the event loop, so consistent)."""
 
-    def __init__(self, runtime: "Runtime"):
+    def __init__(self, runtime: Runtime):
         self.rt = runtime
 
     def describe(self) -> list[Metric]:

@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import logging
 import time
-from typing import Any
 
 import orjson
 from aiohttp import web

@@ -3,13 +3,23 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
 from gateway.mock.content import build_reply, example_args, words
-from gateway.mock.dialect import (FRAME, TERMINAL, UNIT, BadRequest, Call, Dialect, ErrorReply,
-                                  retry_after_header, text_of)
+from gateway.mock.dialect import (
+    FRAME,
+    TERMINAL,
+    UNIT,
+    BadRequest,
+    Call,
+    Dialect,
+    ErrorReply,
+    retry_after_header,
+    text_of,
+)
 
 STOP = {"stop": "end_turn", "stop_sequence": "stop_sequence", "length": "max_tokens", "tool": "tool_use",
         "refusal": "refusal"}

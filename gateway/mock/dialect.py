@@ -8,8 +8,9 @@ the terminal marker, so cut/stall/malformed/no_done work the same everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from gateway.mock.content import Reply
 

@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import itertools
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 
 from gateway.mock.content import build_reply, example_args, words
-from gateway.mock.dialect import (FRAME, TERMINAL, UNIT, BadRequest, Call, Dialect, ErrorReply,
-                                  retry_after_header, text_of)
+from gateway.mock.dialect import (
+    FRAME,
+    TERMINAL,
+    UNIT,
+    BadRequest,
+    Call,
+    Dialect,
+    ErrorReply,
+    retry_after_header,
+    text_of,
+)
 
 FINISH = {"stop": "stop", "stop_sequence": "stop", "length": "length", "tool": "tool_calls",
           "refusal": "content_filter"}

@@ -17,15 +17,16 @@ import concurrent.futures
 import contextlib
 import signal
 import threading
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Iterable
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from gateway.mock.anthropic import AnthropicDialect
 from gateway.mock.dialect import TERMINAL, UNIT, BadRequest, Call, Dialect, ErrorReply
 from gateway.mock.faults import DIALECTS, Fault, FaultError, FaultTable, Stats, parse_fault
-from gateway.mock.anthropic import AnthropicDialect
 from gateway.mock.gemini import GeminiDialect
 from gateway.mock.openai import DeepSeekDialect, OpenAIDialect
 
@@ -480,7 +481,7 @@ class MockServer:
         self.state.stopping = True
         await self._runner.cleanup()
 
-    async def __aenter__(self) -> "MockServer":
+    async def __aenter__(self) -> MockServer:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -524,7 +525,7 @@ class MockVendorThread:
         self._server: MockServer | None = None
         self._done: asyncio.Event | None = None
 
-    def start(self) -> "MockVendorThread":
+    def start(self) -> MockVendorThread:
         ready: concurrent.futures.Future[MockServer] = concurrent.futures.Future()
 
         def main() -> None:
@@ -560,7 +561,7 @@ class MockVendorThread:
         self._thread.join(timeout=30)
         self._thread = None
 
-    def __enter__(self) -> "MockVendorThread":
+    def __enter__(self) -> MockVendorThread:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -11,8 +11,14 @@ from gateway.routing.call import Call
 from gateway.routing.verdicts import NO_VERDICT, TOO_LARGE
 from gateway.runtime import Runtime, Target
 from gateway.vendors.base import ErrorClass, VendorError, scrub
-from gateway.vendors.http import ConnectFailed, ConnectionLost, InvalidHeader, ProtocolError, ResponseTooLarge, \
-    UpstreamError
+from gateway.vendors.http import (
+    ConnectFailed,
+    ConnectionLost,
+    InvalidHeader,
+    ProtocolError,
+    ResponseTooLarge,
+    UpstreamError,
+)
 
 # Failures talking to a vendor (the upstream client) and to a client (aiohttp writes surface as OSError).
 NET_ERRORS: tuple[type[BaseException], ...] = (UpstreamError, ConnectionError, OSError)

@@ -8,8 +8,8 @@ a probe) decides half-open -> closed or back to open.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from gateway.config import BreakerConfig
 

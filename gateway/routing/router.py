@@ -14,8 +14,9 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import Any, TypeVar
 
 from gateway.config import Config
 from gateway.routing.attempt import NET_ERRORS, net_error, settle
@@ -24,8 +25,7 @@ from gateway.routing.faults import DrillFault, apply_fault
 from gateway.routing.stream import OpenStream, StreamState
 from gateway.routing.verdicts import NO_VERDICT, SHUTDOWN, TOO_LARGE, TOTAL_TIMEOUT, timeout_error
 from gateway.runtime import Runtime, Target
-from gateway.vendors.base import ChatResult, ErrorClass, StreamDelta, UpstreamRequest, VendorError, scrub, \
-    scrub_text
+from gateway.vendors.base import ChatResult, ErrorClass, StreamDelta, UpstreamRequest, VendorError, scrub, scrub_text
 from gateway.vendors.http import ConnectionLost, Pool, ProtocolError, Response, ResponseTooLarge
 
 log = logging.getLogger("patchbay")
@@ -171,7 +171,8 @@ class Router:
             return Failed(ce, err, call.fallback, detail=tried)
         return Failed(ce, err, detail=ce.message)
 
-    async def _on_target(self, call: Call, t: Target, attempt: Callable[[Target, DrillFault | None, float], Awaitable[R]],
+    async def _on_target(self, call: Call, t: Target,
+                         attempt: Callable[[Target, DrillFault | None, float], Awaitable[R]],
                          deadline: float) -> R | VendorError:
         """Attempts on one target with retries, each settled into the log, health and breaker."""
         retry = self.cfg.retry

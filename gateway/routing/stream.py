@@ -21,7 +21,7 @@ class OpenStream:
                  "registry", "waited_s")
 
     def __init__(self, resp: Response, target: Target, cut_after_first: bool, max_event_bytes: int,
-                 registry: set["OpenStream"]):
+                 registry: set[OpenStream]):
         self.registry = registry      # the router's open streams, cut all at once on shutdown
         registry.add(self)
         self.resp = resp

@@ -7,8 +7,8 @@ touching the router.
 
 from __future__ import annotations
 
-from gateway.vendors.base import Adapter
 from gateway.config import VendorConfig
+from gateway.vendors.base import Adapter
 
 
 def make_adapter(vendor: VendorConfig) -> Adapter:

@@ -21,14 +21,39 @@ from typing import Any
 
 import orjson
 
-from gateway.vendors.base import (Adapter, ChatResult, ErrorClass, StreamDecoder, StreamDelta,
-                                   UpstreamRequest, VendorError, parse_retry_after, refine_400,
-                                   status_class)
-from gateway.vendors.translate import (bad, dumps, function_tools, header, json_schema_format,
-                                        max_tokens, opt_number, parse_image_url,
-                                        stop_list, text_of, tool_calls_of, tool_choice, usage_dict,
-                                        args_json, as_int, merge_turn, content_parts, part_text,
-                                        inline_file)
+from gateway.vendors.base import (
+    Adapter,
+    ChatResult,
+    ErrorClass,
+    StreamDecoder,
+    StreamDelta,
+    UpstreamRequest,
+    VendorError,
+    parse_retry_after,
+    refine_400,
+    status_class,
+)
+from gateway.vendors.translate import (
+    args_json,
+    as_int,
+    bad,
+    content_parts,
+    dumps,
+    function_tools,
+    header,
+    inline_file,
+    json_schema_format,
+    max_tokens,
+    merge_turn,
+    opt_number,
+    parse_image_url,
+    part_text,
+    stop_list,
+    text_of,
+    tool_calls_of,
+    tool_choice,
+    usage_dict,
+)
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096

@@ -30,14 +30,41 @@ from urllib.parse import quote
 
 import orjson
 
-from gateway.vendors.base import (Adapter, ChatResult, ErrorClass, StreamDecoder, StreamDelta,
-                                   UpstreamRequest, VendorError, parse_retry_after, refine_400,
-                                   status_class)
-from gateway.vendors.translate import (args_json, as_int, bad, dumps, function_tools, header, json_schema_format,
-                                        max_tokens, new_call_id, opt_int, opt_number,
-                                        parse_image_url, stop_list, text_of, tool_calls_of,
-                                        tool_choice, usage_dict, merge_turn, content_parts, part_text,
-                                        inline_file)
+from gateway.vendors.base import (
+    Adapter,
+    ChatResult,
+    ErrorClass,
+    StreamDecoder,
+    StreamDelta,
+    UpstreamRequest,
+    VendorError,
+    parse_retry_after,
+    refine_400,
+    status_class,
+)
+from gateway.vendors.translate import (
+    args_json,
+    as_int,
+    bad,
+    content_parts,
+    dumps,
+    function_tools,
+    header,
+    inline_file,
+    json_schema_format,
+    max_tokens,
+    merge_turn,
+    new_call_id,
+    opt_int,
+    opt_number,
+    parse_image_url,
+    part_text,
+    stop_list,
+    text_of,
+    tool_calls_of,
+    tool_choice,
+    usage_dict,
+)
 
 FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY",
                       "IMAGE_PROHIBITED_CONTENT", "IMAGE_RECITATION", "MODEL_ARMOR", "JAILBREAK"})

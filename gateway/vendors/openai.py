@@ -6,9 +6,18 @@ from typing import Any
 
 import orjson
 
-from gateway.vendors.base import (Adapter, ChatResult, ErrorClass, StreamDecoder, StreamDelta,
-                                   UpstreamRequest, VendorError, parse_retry_after, refine_400,
-                                   status_class)
+from gateway.vendors.base import (
+    Adapter,
+    ChatResult,
+    ErrorClass,
+    StreamDecoder,
+    StreamDelta,
+    UpstreamRequest,
+    VendorError,
+    parse_retry_after,
+    refine_400,
+    status_class,
+)
 
 
 class OpenAIAdapter(Adapter):

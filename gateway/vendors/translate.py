@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import mimetypes
 import random
-from typing import Any, Iterator, NoReturn
+from collections.abc import Iterator
+from typing import Any, NoReturn
 
 import orjson
 

@@ -299,7 +299,8 @@ async def test_context_length_is_returned_when_no_target_has_a_larger_window(tar
 
 
 async def test_content_policy_refusal_is_returned_with_the_vendors_reason_and_not_failed_over(s):
-    s.fake.script(OPENAI, [error(400, "Your request was flagged by our safety system", code="content_policy_violation")])
+    s.fake.script(OPENAI, [error(400, "Your request was flagged by our safety system",
+                                 code="content_policy_violation")])
     c, res = await s.complete()
     assert isinstance(res, Failed) and res.outcome == "client_error"
     assert res.error.code == "content_policy_violation" and "safety system" in res.error.message
@@ -317,13 +318,13 @@ async def test_other_400_and_422_are_returned_as_the_clients_error_not_retried_n
     assert s.t(GPT).breaker.failures == 0
 
 
-# ---------------------------------------------------------------------------------------- stream: before the first token
+# ------------------------------------------------------------------------------- stream: before the first token
 
 
 @pytest.mark.parametrize("reply", [
     [error(503, "down")],
-    [[SSE_HEAD, chunked(chunk({"role": "assistant", "content": ""})), chunked(b'data: {"error": {"message": "oops"}}\n\n'),
-      b"0\r\n\r\n"]],
+    [[SSE_HEAD, chunked(chunk({"role": "assistant", "content": ""})),
+      chunked(b'data: {"error": {"message": "oops"}}\n\n'), b"0\r\n\r\n"]],
     [[SSE_HEAD, chunked(chunk({"role": "assistant", "content": ""})), RESET]],
     [[SSE_HEAD, chunked(chunk({"role": "assistant", "content": ""})), SILENCE]],
     [[SILENCE]],

@@ -118,7 +118,7 @@ def render_timeline(d: dict[str, Any], width: int) -> Text:
         off = max(0.0, (a.get("ts") or start) - start)
         lat = (a.get("latency_ms") or 0) / 1000
         spans.append((off, lat))
-    total = max([o + l for o, l in spans] + [(d.get("latency_ms") or 0) / 1000, 0.001])
+    total = max([o + length for o, length in spans] + [(d.get("latency_ms") or 0) / 1000, 0.001])
     bar_w = max(10, min(120, width - 6))
     for a, (off, lat) in zip(attempts, spans):
         ok = a.get("outcome") == "ok"

@@ -18,7 +18,6 @@ from textual.widget import Widget
 from tui import fmt
 from tui.model import GatewayState, RouteInfo
 
-
 _STATE_W = max(len(s) for s in fmt.STATE_STYLE)
 
 
