@@ -109,7 +109,7 @@ class Gateway:
         # One HTTP client for everything that leaves the gateway: traffic, probes, drills.
         self.upstream = pool_for(self.config, self.env)
         self.router = Router(self.runtime, self.upstream)
-        self._apply_overrides()
+        self._apply_overrides(self.runtime)
         keys = self.client_keys()
         if not keys:
             log.warning("no client keys set (env %s is empty): the API on %s accepts any caller",
@@ -119,12 +119,12 @@ class Gateway:
         if self.with_admin:
             await self._start_admin()
         if self.with_prober and self.config.prober.enabled:
-            await self._start_prober()
+            await self._start_prober(self.runtime, self.router)
 
-    def _apply_overrides(self) -> None:
+    def _apply_overrides(self, runtime: Runtime) -> None:
         from gateway.control.overrides import apply_overrides
 
-        apply_overrides(self.runtime)
+        apply_overrides(runtime)
 
     async def _start_admin(self) -> None:
         from gateway.control.admin import ADMIN_KEY, make_admin_app
@@ -142,13 +142,14 @@ class Gateway:
 
     async def _get_metrics(self, request: web.Request) -> web.Response:
         """Prometheus exposition (OpenMetrics when the scraper asks for it)."""
-        encoder, content_type = choose_encoder(request.headers.get("Accept"))
+        assert self.metrics is not None   # start() makes it before the admin app listens
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         return web.Response(body=encoder(self.metrics.registry), headers={"Content-Type": content_type})
 
-    async def _start_prober(self) -> None:
+    async def _start_prober(self, runtime: Runtime, router: Router) -> None:
         from gateway.control.prober import Prober
 
-        prober = Prober(self.runtime, self.router)
+        prober = Prober(runtime, router)
         prober.start()
         self.prober = prober
         self.extras.append(prober)

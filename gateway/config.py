@@ -18,10 +18,10 @@ import os
 import tomllib
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 VENDOR_KINDS = ("openai", "anthropic", "gemini")
 PROBER_MODES = ("models", "completion")
@@ -376,6 +376,11 @@ def _unoptional(tp: Any) -> Any:
     return tp
 
 
+def _is_dataclass_type(tp: Any) -> TypeGuard[type]:
+    """`is_dataclass` for a field's type: a declared type is a class, never an instance."""
+    return is_dataclass(tp)
+
+
 def _is_table(tp: Any) -> bool:
     return is_dataclass(tp) or typing.get_origin(tp) is dict
 
@@ -427,7 +432,7 @@ class _Walker:
             if name not in data:
                 if f.default is MISSING and f.default_factory is MISSING:
                     self.add(kp, "is required")
-                elif is_dataclass(tp):   # a section left out: its defaults, loaded like written ones
+                elif _is_dataclass_type(tp):   # a section left out: its defaults, loaded like written ones
                     out[name] = self.build(tp, {}, kp)
                 elif f.metadata["load"] and f.default is not None and f.default is not MISSING:
                     out[name] = f.metadata["load"](f.default, self.ctx)
@@ -466,7 +471,7 @@ class _Walker:
 
     def value(self, tp: Any, v: Any, kp: str, meta: Any) -> Any:
         origin = typing.get_origin(tp)
-        if is_dataclass(tp):
+        if _is_dataclass_type(tp):
             return self.build(tp, v, kp)
         if origin is dict and is_dataclass(typing.get_args(tp)[1]):
             return self.tables(typing.get_args(tp)[1], v, kp, meta["array_by"])
@@ -515,7 +520,7 @@ def reference(cls: type = Config, path: str = "") -> list[Key]:
     out: list[Key] = []
     for name, (f, tp) in _toml_fields(cls).items():
         kp = _join(path, name)
-        if is_dataclass(tp):
+        if _is_dataclass_type(tp):
             out += reference(tp, kp)
         elif typing.get_origin(tp) is dict and is_dataclass(typing.get_args(tp)[1]):
             out += reference(typing.get_args(tp)[1], f"{kp}[]" if f.metadata["array_by"] else f"{kp}.*")
@@ -534,10 +539,10 @@ def split_hostport(v: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> Config:
+def load_config(path: str | os.PathLike, env: Mapping[str, str] | None = None) -> Config:
     """Read and validate a config file; raise ConfigError listing every problem."""
     path = str(path)
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     try:
         with open(path, "rb") as fh:
             raw = tomllib.load(fh)
@@ -551,10 +556,10 @@ def load_config(path: str | os.PathLike, env: dict[str, str] | None = None) -> C
         raise ConfigError(path, [("", f"not UTF-8 text (TOML must be UTF-8): {exc}")]) from None
     except OSError as exc:
         raise ConfigError(path, [("", f"cannot read: {exc.strerror or exc}")]) from None
-    return parse_config(raw, path, env)
+    return parse_config(raw, path, environ)
 
 
-def parse_config(raw: dict, path: str, env: dict[str, str] | os._Environ) -> Config:
+def parse_config(raw: dict, path: str, env: Mapping[str, str]) -> Config:
     vendor_tables = raw.get("vendors")
     w = _Walker(_Ctx(path, env, frozenset(vendor_tables) if isinstance(vendor_tables, dict) else frozenset()))
     values = w.table(Config, raw, "")

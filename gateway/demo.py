@@ -38,10 +38,11 @@ BASELINE_MS = {"gpt-4.1": 420, "gpt-4.1-mini": 180, "claude-sonnet-4-20250514": 
                "deepseek-chat": 520}
 
 # Vendors and the faults the chaos loop may switch on, each for a few seconds.
-CHAOS = [("gpt-4.1", {"fault": "error", "status": 503}), ("gpt-4.1", {"fault": "latency", "ms": 900}),
-         ("claude-sonnet-4-20250514", {"fault": "error", "status": 529}),
-         ("gemini-2.0-flash", {"fault": "error", "status": 429, "retry_after": 5}),
-         ("deepseek-chat", {"fault": "hang"}), ("gpt-4.1-mini", {"fault": "cut", "n": 4})]
+CHAOS: list[tuple[str, dict[str, Any]]] = [
+    ("gpt-4.1", {"fault": "error", "status": 503}), ("gpt-4.1", {"fault": "latency", "ms": 900}),
+    ("claude-sonnet-4-20250514", {"fault": "error", "status": 529}),
+    ("gemini-2.0-flash", {"fault": "error", "status": 429, "retry_after": 5}),
+    ("deepseek-chat", {"fault": "hang"}), ("gpt-4.1-mini", {"fault": "cut", "n": 4})]
 
 
 def _port_free(port: int) -> bool:

@@ -118,6 +118,9 @@ class NullStore:
     def stats(self) -> dict:
         return {"ok": True, "rows_not_written": 0, "queue_dropped": 0, "queued": 0, "last_error": None}
 
+    def close(self) -> None:
+        pass
+
 
 class Runtime:
     def __init__(self, config: Config, store: Store | None = None, clock: Callable[[], float] = time.monotonic,

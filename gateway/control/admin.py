@@ -104,7 +104,9 @@ def _list_param(value: str | None) -> list[str] | None:
 
 def _flag(value: str | None, name: str) -> bool:
     """A yes/no query parameter: 1/true/yes or 0/false/no (absent: no)."""
-    v = (value or "").strip().lower()
+    if value is None:
+        return False
+    v = value.strip().lower()
     if v in ("", "0", "false", "no"):
         return False
     if v in ("1", "true", "yes"):

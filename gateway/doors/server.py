@@ -51,7 +51,9 @@ def _same_host(request: web.Request) -> bool:
     if remote in _LOOPBACK:
         return True
     sock = request.transport.get_extra_info("sockname") if request.transport else None
-    return bool(sock) and remote == sock[0]
+    if not sock:
+        return False
+    return remote == sock[0]
 
 
 class DataPlane:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -174,7 +174,7 @@ class AnthropicDialect(Dialect):
         index = 0
         pinged = False
 
-        def block(start: dict[str, Any], deltas: list[dict[str, Any]], tail: list[dict[str, Any]] = ()) -> None:
+        def block(start: dict[str, Any], deltas: list[dict[str, Any]], tail: Sequence[dict[str, Any]] = ()) -> None:
             nonlocal index, pinged
             ev.append((_event("content_block_start", {"type": "content_block_start", "index": index,
                                                       "content_block": start}), FRAME))

@@ -179,6 +179,7 @@ class FaultTable:
     def take(self, dialect: str, model: str, scope: str) -> Fault | None:
         """The fault for this request (consuming one of its ``times``), or None."""
         faults = self._faults
+        keys: tuple[tuple[str, str], ...]
         if scope == "models" and model == "*":
             keys = ((dialect, "*"), ("*", "*"))
         else:
@@ -204,10 +205,7 @@ class Stats:
     __slots__ = ("total", "chat", "paths", "faults")
 
     def __init__(self) -> None:
-        self.total = 0
-        self.chat: dict[str, dict[str, int]] = {d: {} for d in DIALECTS}
-        self.paths: dict[str, int] = {}
-        self.faults: dict[str, int] = {}
+        self.reset()
 
     def count_path(self, key: str) -> None:
         self.total += 1
@@ -221,7 +219,10 @@ class Stats:
         self.faults[name] = self.faults.get(name, 0) + 1
 
     def reset(self) -> None:
-        self.__init__()
+        self.total = 0
+        self.chat: dict[str, dict[str, int]] = {d: {} for d in DIALECTS}
+        self.paths: dict[str, int] = {}
+        self.faults: dict[str, int] = {}
 
     def to_json(self) -> dict[str, Any]:
         return {"total": self.total,

@@ -122,7 +122,8 @@ class OpenAIDialect(Dialect):
     def _pick_tool(tools: Any, choice: Any, last_role: str | None) -> tuple[str, dict] | None:
         if not isinstance(tools, list) or not tools or choice == "none":
             return None
-        fns = [t.get("function") for t in tools if isinstance(t, dict) and isinstance(t.get("function"), dict)]
+        fns: list[dict[str, Any]] = [t["function"] for t in tools
+                                     if isinstance(t, dict) and isinstance(t.get("function"), dict)]
         if not fns:
             return None
         if isinstance(choice, dict):

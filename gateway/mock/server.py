@@ -82,7 +82,7 @@ class MockState:
         if tokens != "keep":
             if tokens is not None and (not isinstance(tokens, int) or tokens < 0):
                 raise FaultError("tokens must be a non-negative integer or null")
-            self.tokens = tokens  # type: ignore[assignment]
+            self.tokens = tokens
 
     def model_list(self, dialect: str) -> list[str]:
         listed = self.models.get(dialect, [])
@@ -270,7 +270,7 @@ class MockApp:
         if fault.tokens is not None:
             call = d.parse_chat(body, path_model, request.query, request.headers, fault.tokens)
         if fault.fault == "content_policy":
-            d.refuse(call)  # type: ignore[attr-defined]
+            d.refuse(call)
         if not call.stream:
             return await self._nonstream_faulted(request, d, call, fault)
         try:

@@ -19,11 +19,12 @@ def record(rt: Runtime, call: Call, outcome: str, status: int, target: Target | 
            usage: dict | None = None, cost: float | None = None, ttft_ms: float | None = None,
            err_cls: str | None = None, err_msg: str | None = None, overhead_ms: float | None = None,
            answer: str | bytes | None = None) -> None:
+    latency_ms = round((time.perf_counter() - call.t0) * 1000, 3)
     row = RequestRow(
         id=call.id, ts=call.ts, route=call.route, stream=call.stream, outcome=outcome, http_status=status,
         client_key_id=call.client_key_id, final_target=target.id if target else None,
         model=target.cfg.model if target else None, attempts=len(call.attempts), failovers=call.failovers,
-        latency_ms=round((time.perf_counter() - call.t0) * 1000, 3), ttft_ms=ttft_ms,
+        latency_ms=latency_ms, ttft_ms=ttft_ms,
         overhead_ms=overhead_ms if overhead_ms is not None else call.overhead_ms(),
         prompt_tokens=(usage or {}).get("prompt_tokens"), completion_tokens=(usage or {}).get("completion_tokens"),
         cost=cost, error_class=err_cls, error_message=err_msg[:1000] if err_msg else None, drill_id=call.drill_id,
@@ -37,7 +38,7 @@ def record(rt: Runtime, call: Call, outcome: str, status: int, target: Target | 
         if answer is not None:
             row.response_body = answer.decode() if isinstance(answer, bytes) else answer
     if outcome == "ok" and target is not None:   # the tile's latency is the log's latency
-        target.health.answered(row.latency_ms, ttft_ms)
+        target.health.answered(latency_ms, ttft_ms)
     store = rt.store
     store.put(row)
     for a in call.attempts:

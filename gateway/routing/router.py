@@ -14,9 +14,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from gateway.config import Config
 from gateway.routing.attempt import NET_ERRORS, net_error, settle
@@ -32,6 +32,8 @@ log = logging.getLogger("patchbay")
 
 FINISH_GRACE_S = 0.5   # after finish_reason, how long to wait for usage / [DONE]
 ERROR_BODY_LIMIT = 16 * 1024   # of a vendor's error answer: enough for any JSON error, bounded scrub cost
+# what reading a vendor's error answer may raise (one tuple: a starred tuple in `except` has no static type)
+_ERROR_READ_FAILS: tuple[type[BaseException], ...] = (TimeoutError, *NET_ERRORS)
 
 R = TypeVar("R")
 
@@ -250,7 +252,7 @@ class Router:
         try:
             async with asyncio.timeout(self.cfg.timeouts.idle):
                 data = await resp.read(ERROR_BODY_LIMIT)
-        except (TimeoutError, *NET_ERRORS):
+        except _ERROR_READ_FAILS:
             data = b""
         finally:
             resp.release()
@@ -285,7 +287,8 @@ class Router:
     async def complete(self, call: Call) -> Answer | Failed:
         """A whole answer, or why there is none (never part of one)."""
         res = await self._walk(call, lambda t, f, d: self._attempt_chat(call, t, f, d))
-        return res if isinstance(res, Failed) else res[1]
+        # _on_target hands a non-stream ChatResult back wrapped in an Answer (with its cost)
+        return res if isinstance(res, Failed) else cast(Answer, res[1])
 
     async def _attempt_chat(self, call: Call, t: Target, fault: DrillFault | None, deadline: float) -> ChatResult:
         call.waited_s += await self.fault_gate(fault, deadline)
@@ -432,7 +435,7 @@ class LiveStream:
             self._opening.cancel()
         self.router._live.discard(self)
 
-    async def events(self) -> AsyncIterator[StreamEvent]:
+    async def events(self) -> AsyncGenerator[StreamEvent, None]:
         deadline = self.call.t0 + self.router.cfg.timeouts.total
         try:
             try:

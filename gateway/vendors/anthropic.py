@@ -293,7 +293,7 @@ def _user_blocks(content: Any, where: str) -> list[dict]:
         return [{"type": "text", "text": content}] if _non_blank(content) else []
     if content is None:
         return []
-    blocks = []
+    blocks: list[dict[str, Any]] = []
     for w, ptype, part in content_parts(content, where):
         if ptype == "text":
             text = part_text(part, w)
@@ -345,10 +345,10 @@ def convert_messages(messages: Any, prefill: str | None) -> tuple[list[str], lis
                 blocks.append({"type": "tool_use", "id": _tool_id(cid), "name": name, "input": args})
             add("assistant", blocks)
         elif role == "tool":
-            cid = m.get("tool_call_id")
-            if not isinstance(cid, str) or not cid:
+            call_id = m.get("tool_call_id")
+            if not isinstance(call_id, str) or not call_id:
                 bad(f"{where}: a tool message needs 'tool_call_id' (a string)")
-            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(cid)}
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": _tool_id(call_id)}
             if isinstance(content, list) and any(isinstance(p, dict) and p.get("type") == "image_url"
                                                  for p in content):
                 block["content"] = _user_blocks(content, where)  # a tool may return images

@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import orjson
 
@@ -90,8 +90,9 @@ class StreamDelta:
     @property
     def has_content(self) -> bool:
         d = self.delta
-        return bool(d) and bool(d.get("content") or d.get("tool_calls") or d.get("reasoning_content")
-                                or d.get("refusal"))
+        if not d:
+            return False
+        return bool(d.get("content") or d.get("tool_calls") or d.get("reasoning_content") or d.get("refusal"))
 
 
 class StreamDecoder:
@@ -206,7 +207,7 @@ FRAGMENT_CHARS = 8   # a run this long of any secret is scrubbed, wherever it st
 _PROBE = FRAGMENT_CHARS // 2   # probe stride and probe length (see _covered)
 
 
-_WORD = "I" if memoryview(bytes(4)).cast("I").itemsize == 4 else ""   # 4 bytes read as one int
+_WORD: Literal["I", ""] = "I" if memoryview(bytes(4)).cast("I").itemsize == 4 else ""   # 4 bytes read as one int
 _BLOCK = 256   # words per set test
 
 

@@ -328,7 +328,7 @@ def _user_parts(content: Any, where: str) -> list[dict]:
         return [{"text": content}] if content else []
     if content is None:
         return []
-    parts = []
+    parts: list[dict[str, Any]] = []
     for w, ptype, part in content_parts(content, where):
         if ptype == "text":
             text = part_text(part, w)
@@ -400,17 +400,17 @@ def convert_messages(messages: Any, prefill: str | None) -> tuple[list[str], lis
                 parts.append(p)
             add("model", parts)
         elif role in ("tool", "function"):
-            cid = m.get("tool_call_id")
-            name = names.get(cid) if isinstance(cid, str) else None
-            if name is None:
+            call_id = m.get("tool_call_id")
+            fn_name = names.get(call_id) if isinstance(call_id, str) else None
+            if fn_name is None:
                 n = m.get("name")
                 if isinstance(n, str) and n:
-                    name = n
-                elif isinstance(cid, str):
-                    bad(f"{where}: tool_call_id {cid!r} matches no earlier assistant tool call")
+                    fn_name = n
+                elif isinstance(call_id, str):
+                    bad(f"{where}: tool_call_id {call_id!r} matches no earlier assistant tool call")
                 else:
                     bad(f"{where}: a tool message needs 'tool_call_id' (a string)")
-            add("user", [{"functionResponse": {"name": name,
+            add("user", [{"functionResponse": {"name": fn_name,
                                                "response": _response_object(text_of(content, where))}}])
         else:
             bad(f"{where}.role must be system, developer, user, assistant or tool")

@@ -785,7 +785,9 @@ class Pool:
                     if rest:
                         raise ConnectFailed(f"proxy {px.label} sent data before the TLS handshake")
                     conn = _Conn(r.key, self)
+                    assert ctx is not None   # r.tls: _ssl_context made one
                     tls_tr = await asyncio.get_running_loop().start_tls(tr, conn, ctx, server_hostname=r.host)
+                    assert tls_tr is not None   # typeshed says Optional; asyncio always returns the TLS transport
                     conn.connection_made(tls_tr)
                     tr = None
         except TimeoutError:

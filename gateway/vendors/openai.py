@@ -117,7 +117,7 @@ class OpenAIStreamDecoder(StreamDecoder):
         if choices:
             c0 = choices[0] if isinstance(choices, list) else None
             delta = (c0.get("delta") or {}) if isinstance(c0, dict) else None
-            if isinstance(delta, dict):
+            if isinstance(c0, dict) and isinstance(delta, dict):
                 out.append(StreamDelta(delta, _finish(c0.get("finish_reason"))))
             else:
                 self.malformed += 1

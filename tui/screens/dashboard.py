@@ -62,7 +62,7 @@ class TileGrid(ScrollableContainer, can_focus=False):
             self.styles.grid_rows = str(tile_h)
             for tile in self.children:
                 tile.styles.height = tile_h
-        self.screen.call_after_refresh(self._say_hidden)  # type: ignore[attr-defined]
+        self.screen.call_after_refresh(self._say_hidden)
 
     def _say_hidden(self) -> None:
         """Name the tiles scrolled out of sight (a short terminal cannot show them all)."""

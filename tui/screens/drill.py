@@ -441,12 +441,12 @@ class DrillScreen(Screen):
         report = d.get("report")
         if isinstance(report, dict) and report:
             t.append("Report\n", style="bold underline")
-            for label, value in report_lines(d):
+            for label, line in report_lines(d):
                 if label == "warning":
-                    t.append(f"  ⚠ {value}\n", style="bold yellow")
+                    t.append(f"  ⚠ {line}\n", style="bold yellow")
                     continue
                 t.append(f"  {label:>24}  ", style="dim")
-                t.append(value + "\n", style="bold")
+                t.append(line + "\n", style="bold")
         elif state == "done":
             t.append("Report pending: the gateway is computing it…", style="dim")
         else:

@@ -92,7 +92,7 @@ class EventFeed(RichLog):
         key = (kind, route, desc)
         last = self._entries[-1] if self._entries else None
         repeat = last is not None and last[2] == key
-        if repeat:
+        if last is not None and repeat:
             last[3] += 1
             last[1] = ev
         else:
