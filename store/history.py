@@ -236,7 +236,7 @@ class History:
         # Each equality list becomes one branch per value so each branch is an
         # ordered index range; branches are merged here (heap merge on ts, id).
         branches: list[tuple[list[str], list[Any], str | None]] = []
-        eq_sets = [[]]  # list of (col, value) combos
+        eq_sets: list[list[tuple[str, Any]]] = [[]]  # list of (col, value) combos
         for col, values in (("route", routes), ("final_target", targets), ("outcome", outcomes)):
             if values is None:
                 continue
@@ -435,7 +435,8 @@ class History:
         cap: int | None = None,
     ) -> int:
         """How many requests match (an index count; pass `cap` to bound the work on huge logs)."""
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         for col, value in (("route", route), ("final_target", target), ("outcome", outcome)):
             if value is not None:
                 where.append(f"{col} = ?")
@@ -515,8 +516,9 @@ class History:
             return empty
         if until - since > RAW_SERIES_S:
             return rollups.series(conn, target, since, until, buckets)
-        pts = [{"ts": since + i * step, "n": 0, "p50_ms": None, "p95_ms": None, "ttft_p50_ms": None,
-                "ttft_p95_ms": None, "attempts": 0, "failed": 0} for i in range(buckets)]
+        pts: list[dict[str, Any]] = [
+            {"ts": since + i * step, "n": 0, "p50_ms": None, "p95_ms": None, "ttft_p50_ms": None,
+             "ttft_p95_ms": None, "attempts": 0, "failed": 0} for i in range(buckets)]
         hists: dict[str, list[dict[int, int]]] = {"lat": [{} for _ in pts], "ttft": [{} for _ in pts]}
         by_class: dict[str, int] = {}
         for ts, lat, ttft in conn.execute(
@@ -574,7 +576,8 @@ class History:
         """Events newest first (insertion order). Each has an integer `id`; pass the last
         one as `before_id` for the next page."""
         limit = max(1, min(int(limit), 5000))
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if since is not None:
             # rowid lower bound from the ts index, so a kind filter scans only the window
             where.append("ts >= ? AND rowid >= (SELECT coalesce(min(rowid), 0) FROM events WHERE ts >= ?)")

@@ -97,26 +97,26 @@ def _not_null(record: type) -> set[str]:
 
 def _create_v1(db: sqlite_utils.Database) -> None:
     for record, table in TABLES.items():
-        db[table].create(
+        db.table(table).create(
             columns_for(record),
             pk=PRIMARY_KEYS[table],
             not_null=_not_null(record),
             if_not_exists=True,
         )
-    db["names"].create({"kind": str, "value": str}, pk=("kind", "value"), if_not_exists=True)
+    db.table("names").create({"kind": str, "value": str}, pk=("kind", "value"), if_not_exists=True)
 
-    requests = db["requests"]
+    requests = db.table("requests")
     requests.create_index(["ts", "id"], index_name="requests_ts", if_not_exists=True)
     requests.create_index(["route", "ts", "id"], index_name="requests_route_ts", if_not_exists=True)
     requests.create_index(["final_target", "ts", "id"], index_name="requests_target_ts", if_not_exists=True)
     requests.create_index(["outcome", "ts", "id"], index_name="requests_outcome_ts", if_not_exists=True)
-    attempts = db["attempts"]
+    attempts = db.table("attempts")
     attempts.create_index(["ts"], index_name="attempts_ts", if_not_exists=True)
-    events = db["events"]
+    events = db.table("events")
     events.create_index(["ts"], index_name="events_ts", if_not_exists=True)
     events.create_index(["kind"], index_name="events_kind", if_not_exists=True)
     events.create_index(["request_id"], index_name="events_request", if_not_exists=True)
-    db["drills"].create_index(["started"], index_name="drills_started", if_not_exists=True)
+    db.table("drills").create_index(["started"], index_name="drills_started", if_not_exists=True)
 
     # Partial indexes sqlite-utils cannot express: rows with error text (for the
     # dense branch of `q` search) and rows that belong to a drill.
@@ -209,7 +209,7 @@ def ensure_schema(conn: sqlite3.Connection) -> int:
             version += 1
             conn.execute(f"PRAGMA user_version={version}")
         for table, column, kind in _missing_columns(db):
-            db[table].add_column(column, kind)
+            db.table(table).add_column(column, kind)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:

@@ -84,14 +84,16 @@ def _build_sql() -> dict[type, _TableSQL]:
             sql += f" ON CONFLICT{conflict} DO UPDATE SET {sets}"
         json_cols = JSON_COLUMNS[table]
         getter = attrgetter(*names)
+        params: Callable[[Any], tuple]
         if json_cols:
             idx = [i for i, n in enumerate(names) if n in json_cols]
 
-            def params(row: Any, getter=getter, idx=idx) -> tuple:
+            def with_json(row: Any, getter=getter, idx=idx) -> tuple:
                 values = list(getter(row))
                 for i in idx:
                     values[i] = _json(values[i])
                 return tuple(values)
+            params = with_json
         else:
             params = getter
         out[record] = _TableSQL(sql, params)
@@ -205,9 +207,9 @@ class Sink:
         new = set()
         for row in rows:
             if type(row) is RequestRow:
-                for key in (("route", row.route), ("target", row.final_target), ("outcome", row.outcome)):
-                    if key[1] is not None and key not in names:
-                        new.add(key)
+                for kind, value in (("route", row.route), ("target", row.final_target), ("outcome", row.outcome)):
+                    if value is not None and (kind, value) not in names:
+                        new.add((kind, value))
         return new
 
     def analyze(self) -> None:
