@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from gateway.config import VendorConfig
 from gateway.vendors.base import (
     Adapter,
     ChatResult,
@@ -91,7 +92,7 @@ class AnthropicAdapter(Adapter):
     kind = "anthropic"
     supports_prefill = True
 
-    def __init__(self, vendor):
+    def __init__(self, vendor: VendorConfig) -> None:
         super().__init__(vendor)
         self._headers = {"content-type": "application/json", "anthropic-version": ANTHROPIC_VERSION,
                          **vendor.headers}

@@ -30,6 +30,7 @@ from urllib.parse import quote
 
 import orjson
 
+from gateway.config import VendorConfig
 from gateway.vendors.base import (
     Adapter,
     ChatResult,
@@ -106,7 +107,7 @@ class GeminiAdapter(Adapter):
     kind = "gemini"
     supports_prefill = True  # a final "model" turn; used only on targets with prefill = true
 
-    def __init__(self, vendor):
+    def __init__(self, vendor: VendorConfig) -> None:
         super().__init__(vendor)
         self._headers = {"content-type": "application/json", **vendor.headers}
         if vendor.api_key:

@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from gateway.config import VendorConfig
 from gateway.vendors.base import (
     Adapter,
     ChatResult,
@@ -23,7 +24,7 @@ from gateway.vendors.base import (
 class OpenAIAdapter(Adapter):
     kind = "openai"
 
-    def __init__(self, vendor):
+    def __init__(self, vendor: VendorConfig) -> None:
         super().__init__(vendor)
         self._headers = {"content-type": "application/json", **vendor.headers}
         if vendor.api_key:
