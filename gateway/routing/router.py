@@ -14,7 +14,8 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
@@ -439,13 +440,15 @@ class LiveStream:
         deadline = self.call.t0 + self.router.cfg.timeouts.total
         try:
             try:
-                async for batch in self._pump(self.st, deadline):
-                    yield batch
+                async with aclosing(self._pump(self.st, deadline)) as batches:
+                    async for batch in batches:
+                        yield batch
             except VendorError as cut:
                 self.st.close()
                 cut_from = self.target
-                async for ev in self._continue(cut, deadline):
-                    yield ev
+                async with aclosing(self._continue(cut, deadline)) as evs:
+                    async for ev in evs:
+                        yield ev
                 if self.outcome == "cut":
                     yield Interrupted(f"The stream from {cut_from.id} was interrupted and could not be continued: "
                                       f"{cut.message}")
@@ -456,7 +459,7 @@ class LiveStream:
             self.call.malformed += self.state.malformed
             self.close()
 
-    async def _pump(self, st: OpenStream, deadline: float) -> AsyncIterator[list[StreamDelta]]:
+    async def _pump(self, st: OpenStream, deadline: float) -> AsyncGenerator[list[StreamDelta], None]:
         """Deltas until the vendor ends; raise VendorError(STREAM_CUT) on a cut, stall or error.
 
         Anything that goes wrong after the finish reason arrived ends the stream normally: the
@@ -520,7 +523,7 @@ class LiveStream:
                            f"stream exceeded the total timeout of {self.router.cfg.timeouts.total:g}s",
                            code=TOTAL_TIMEOUT)
 
-    async def _continue(self, cut: VendorError, deadline: float) -> AsyncIterator[StreamEvent]:
+    async def _continue(self, cut: VendorError, deadline: float) -> AsyncGenerator[StreamEvent, None]:
         """Mid-stream rule: continue on a prefill target with the partial answer, else give up."""
         router, call, failed = self.router, self.call, self.target
         lat = round((time.perf_counter() - self.st.started) * 1000, 3)
@@ -529,13 +532,14 @@ class LiveStream:
         if cut.code in NO_VERDICT or self.state.tool_calls_seen:
             return  # no time (or no gateway) left; a half-sent tool call cannot be continued faithfully
         try:
-            async for ev in self._continue_on_prefill_targets(cut, deadline):
-                yield ev
+            async with aclosing(self._continue_on_prefill_targets(cut, deadline)) as evs:
+                async for ev in evs:
+                    yield ev
         finally:
             if self.outcome != "ok":
                 self.target = failed   # a cut that could not be continued is the first target's
 
-    async def _continue_on_prefill_targets(self, cut: VendorError, deadline: float) -> AsyncIterator[StreamEvent]:
+    async def _continue_on_prefill_targets(self, cut: VendorError, deadline: float) -> AsyncGenerator[StreamEvent, None]:
         router, call, failed = self.router, self.call, self.target
         prev = failed
         for t in call.targets:
@@ -566,8 +570,9 @@ class LiveStream:
                         d.delta = {k: v for k, v in d.delta.items() if k != "role"}
                 self.st, self.target = st, t
                 yield Continued(t)
-                async for batch in self._pump(st, deadline):
-                    yield batch
+                async with aclosing(self._pump(st, deadline)) as batches:
+                    async for batch in batches:
+                        yield batch
             except VendorError as e:
                 lat = round((time.perf_counter() - start) * 1000, 3)
                 opened = st is not None
