@@ -539,7 +539,8 @@ class LiveStream:
             if self.outcome != "ok":
                 self.target = failed   # a cut that could not be continued is the first target's
 
-    async def _continue_on_prefill_targets(self, cut: VendorError, deadline: float) -> AsyncGenerator[StreamEvent, None]:
+    async def _continue_on_prefill_targets(self, cut: VendorError,
+                                           deadline: float) -> AsyncGenerator[StreamEvent, None]:
         router, call, failed = self.router, self.call, self.target
         prev = failed
         for t in call.targets:
