@@ -64,8 +64,9 @@ def cmd_mock(argv: list[str]) -> int:
 def cmd_history(args: argparse.Namespace) -> int:
     """From the admin API like every operator command; from the database file with -c (gateway down)."""
     if args.config is None:
-        from gateway.control.client import history_remote
-        return history_remote(args)
+        from store.cli import history_params, write_history
+        from tui.ops import history_remote
+        return history_remote(args, history_params(args), write_history)
     cfg = _load(args.config)
     from gateway.control.admin import AdminHTTPError, parse_time
     from store.cli import history_main
@@ -94,16 +95,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_tui(args: argparse.Namespace) -> int:
-    from gateway.control.client import admin_url
     from tui.app import run_tui
+    from tui.client import admin_url
     token = os.environ.get("PATCHBAY_ADMIN_TOKEN", "")
     return run_tui(admin_url(args.admin_url), token, args.readonly, args.refresh)
 
 
 def _control(name: str):
     def run(args: argparse.Namespace) -> int:
-        from gateway.control import client as control
-        return getattr(control, name)(args)
+        from tui import ops  # the operator commands live beside the panel, on the one admin client
+        return getattr(ops, name)(args)
     return run
 
 

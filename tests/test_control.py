@@ -163,7 +163,7 @@ def test_history_and_status_exports_and_admin_url_mistakes(stack, capsys, monkey
 
 def test_status_shows_total_and_ttft_the_current_rate_and_no_price(stack, capsys, monkeypatch):
     """Issue 12: `status` has TTFT beside total latency, RPM over the last 10 s, `no price`."""
-    from gateway.control.client import format_status
+    from tui.ops import format_status
     mock, gw, url = stack
     gw.runtime.targets["deepseek/deepseek-chat"].price = None
     code, out, err = run(capsys, "status", "--admin-url", url)
@@ -178,3 +178,137 @@ def test_status_shows_total_and_ttft_the_current_rate_and_no_price(stack, capsys
          "cost_per_hour": 1.5, "disabled": True, "target_disabled": {"reason": "x"}}]}
     row = next(ln for ln in format_status(st).splitlines() if ln.startswith("a/b")).split()
     assert row[3:10] == ["421ms", "653ms", "227ms", "419ms", "-", "0", "1.50"]
+
+
+# ------------------------------------------------------------------ one admin client for the CLI and the panel
+
+def _dead_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def test_the_cli_and_the_panel_share_one_admin_client(stack, capsys, monkeypatch):
+    """The CLI runs the panel's AdminClient (through SyncAdminClient): its words and exit codes for the API
+    port, a refused token and a dead port are the panel client's exceptions, and every CLI request goes
+    through AdminClient's own checks. The old sync client is gone."""
+    import asyncio
+    import importlib.util
+
+    from tui.client import (
+        TOKEN_ENV,
+        AdminAuthError,
+        AdminClient,
+        AdminProblem,
+        AdminUnreachable,
+        AdminWrongListener,
+    )
+
+    mock, gw, url = stack
+    assert importlib.util.find_spec("gateway.control.client") is None
+
+    async def panel_error(base: str, token: str) -> AdminProblem:
+        async with AdminClient(base, token) as client:
+            with pytest.raises(AdminProblem) as exc:
+                await client.state()
+        return exc.value
+
+    cases = [(gw.url, TOKEN, AdminWrongListener, 1), (url, "not-it", AdminAuthError, 3),
+             (url, "", AdminAuthError, 3), (_dead_url(), TOKEN, AdminUnreachable, 2)]
+    for base, token, kind, code in cases:
+        monkeypatch.setenv(TOKEN_ENV, token)
+        exc = asyncio.run(panel_error(base, token))
+        assert type(exc) is kind and exc.exit_code == code
+        got, out, err = run(capsys, "status", "--admin-url", base)
+        assert (got, err.strip()) == (code, f"patchbay: {exc.explain()}")
+    wrong = asyncio.run(panel_error(gw.url, TOKEN))
+    assert "is the gateway's client API (server.listen)" in wrong.message     # the panel shows these words too
+
+    seen: list[str] = []
+    check = AdminClient._check
+
+    def spy(self: AdminClient, resp) -> None:
+        seen.append(resp.request.url.raw_path.decode())
+        check(self, resp)
+    monkeypatch.setattr(AdminClient, "_check", spy)
+    monkeypatch.setenv(TOKEN_ENV, TOKEN)
+    code, out, err = run(capsys, "disable", "openai/gpt-4.1", "--reason", "one client", "--admin-url", url)
+    assert code == 0, err
+    assert seen == ["/admin/targets/openai%2Fgpt-4.1/disable"]
+
+    async def panel_disable() -> dict:
+        # no scheme, and the operator from PATCHBAY_OPERATOR, as for the CLI
+        async with AdminClient(url.removeprefix("http://"), TOKEN) as client:
+            return await client.disable_target("deepseek/deepseek-chat", "panel")
+    assert asyncio.run(panel_disable())["changed"]
+    assert gw.runtime.targets["deepseek/deepseek-chat"].disabled_by == "127.0.0.1 (dave)"
+
+
+def test_admin_events_are_parsed_by_httpx_sse_from_a_real_gateway(stack, monkeypatch):
+    """AdminClient.events() reads a real gateway's /admin/events through httpx-sse: the state event and an
+    operator event arrive with their names and JSON data; a refused token, the API port, a dead port and a
+    silent stream (the read timeout) raise the client's exceptions."""
+    import asyncio
+
+    import httpx_sse
+
+    import tui.client as tc
+
+    mock, gw, url = stack
+    parsed: list[str] = []
+    aiter_sse = httpx_sse.EventSource.aiter_sse
+
+    async def spy(self):
+        async for sse in aiter_sse(self):
+            parsed.append(sse.event)
+            yield sse
+    monkeypatch.setattr(httpx_sse.EventSource, "aiter_sse", spy)
+
+    async def watch() -> list[tc.SSEMessage]:
+        got: list[tc.SSEMessage] = []
+        async with tc.AdminClient(url, TOKEN) as client:
+            async for msg in client.events():
+                got.append(msg)
+                if msg.event == "state" and len(got) == 1:
+                    await client.disable_target("openai/gpt-4.1", "sse test")
+                if msg.event == "operator":
+                    return got
+        return got
+
+    got = asyncio.run(asyncio.wait_for(watch(), 10))
+    assert got[0].event == "state" and isinstance(got[0].data, dict)
+    assert {t["id"] for t in got[0].data["targets"]} >= {"openai/gpt-4.1"}
+    op = got[-1]
+    assert op.event == "operator" and op.data["kind"] == "operator" and op.data["target"] == "openai/gpt-4.1"
+    assert "dave" in str(op.data["detail"]) and "sse test" in str(op.data["detail"])
+    assert parsed[:1] == ["message"] and "state" in parsed and "operator" in parsed   # `retry:` block first
+
+    async def first_error(base: str, token: str) -> Exception:
+        async with tc.AdminClient(base, token, timeout=2) as client:
+            try:
+                async for _ in client.events():
+                    pass
+            except Exception as exc:   # noqa: BLE001 - the test looks at which one
+                return exc
+        raise AssertionError("the stream ended without an error")
+
+    assert isinstance(asyncio.run(first_error(url, "not-it")), tc.AdminAuthError)
+    assert isinstance(asyncio.run(first_error(gw.url, TOKEN)), tc.AdminWrongListener)
+    assert isinstance(asyncio.run(first_error(_dead_url(), TOKEN)), tc.AdminUnreachable)
+
+    async def silent_stream() -> Exception:
+        async def handle(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(30)
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            return await first_error(f"http://127.0.0.1:{port}", TOKEN)
+        finally:
+            server.close()
+
+    monkeypatch.setattr(tc, "EVENTS_READ_TIMEOUT", 0.3)
+    exc = asyncio.run(asyncio.wait_for(silent_stream(), 10))
+    assert isinstance(exc, tc.AdminUnreachable) and "stopped answering" in str(exc)

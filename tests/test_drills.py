@@ -190,7 +190,7 @@ async def test_a_drill_on_a_target_that_serves_nothing_says_it_exercised_nothing
     assert rep["warnings"] and "serving no route when the drill started (it was disabled)" in rep["warnings"][0]
     rows = dict(d["report_rows"])
     assert rows["breaker open after"] == "never opened" and rows["requests rerouted"] == "0"
-    from gateway.control.client import format_report
+    from tui.ops import format_report
     assert "warning: openai/gpt-4.1 was serving no route" in format_report(d)
 
 
