@@ -19,8 +19,10 @@ from typing import Any
 import openai
 import pytest
 from aiohttp import web
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (ExportTraceServiceRequest,
-                                                                      ExportTraceServiceResponse)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.test_secrets import ALL_SECRETS, CLIENT_KEYS, SECRETS, leaks
@@ -52,7 +54,7 @@ class Receiver:
         return web.Response(body=ExportTraceServiceResponse().SerializeToString(),
                             content_type="application/x-protobuf")
 
-    async def start(self) -> "Receiver":
+    async def start(self) -> Receiver:
         app = web.Application()
         app.router.add_post("/v1/traces", self.traces)
         self.runner = web.AppRunner(app)
@@ -251,3 +253,142 @@ async def test_a_client_trace_that_is_not_sampled_exports_nothing(start_gateway,
     await flush(gw)
     assert {s.trace_id.hex() for _, s in receiver.spans()} == {"2" * 32}
     assert len(receiver.spans()) == 2
+
+
+# ------------------------------------------------------------------ encoding (no network)
+
+def _tracing(tmp_path: Path) -> Any:
+    from gateway.config import parse_config
+    from gateway.control.tracing import Tracing
+    from gateway.runtime import Runtime
+    from tests.conftest import base_config
+
+    rt = Runtime(parse_config(base_config("http://127.0.0.1:9", tmp_path), "patchbay.toml", {}))
+    return Tracing(rt, "http://127.0.0.1:9/v1/traces", {"OTEL_SERVICE_NAME": "patchbay-test",
+                                                           "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=t"})
+
+
+def _requests() -> list[tuple[Any, Any]]:
+    """Rows as Router._record hands them over: plain, failed over, streamed, failed, cut, continued, traced."""
+    from types import SimpleNamespace
+
+    from store.records import AttemptRow, RequestRow
+
+    t = 1764790000.123456
+    out = []
+
+    def add(row: RequestRow, attempts: list[AttemptRow], headers: dict[str, str] | None = None) -> None:
+        out.append((row, SimpleNamespace(attempts=attempts, trace_headers=headers)))
+
+    add(RequestRow("req_1", t, "chat", False, "ok", 200, final_target="openai/gpt-4.1", model="gpt-4.1",
+                   attempts=1, latency_ms=41.5, prompt_tokens=12, completion_tokens=30),
+        [AttemptRow("req_1", 1, "openai/gpt-4.1", t + 0.001, 40.0, "ok", 200)])
+    add(RequestRow("req_2", t, "chat", False, "fallback", 200, final_target="deepseek/deepseek-chat",
+                   model="deepseek-chat", attempts=3, failovers=1, latency_ms=49.0, prompt_tokens=0,
+                   completion_tokens=123456789, drill_id="drill_7"),
+        [AttemptRow("req_2", 1, "openai/gpt-4.1", t, 3.0, "server", 503, "HTTP 503: overloaded"),
+         AttemptRow("req_2", 2, "openai/gpt-4.1", t + 0.004, 3.0, "timeout", None, None),
+         AttemptRow("req_2", 3, "deepseek/deepseek-chat", t + 0.008, 40.0, "ok", 200)],
+        {"traceparent": f"00-{CLIENT_TRACE_ID}-{CLIENT_SPAN_ID}-01", "tracestate": "vendor=abc,other=x"})
+    add(RequestRow("req_3", t, "chat", True, "ok", 200, final_target="openai/gpt-4.1", model="gpt-4.1-2025",
+                   attempts=2, latency_ms=900.0, ttft_ms=123.25, prompt_tokens=5, completion_tokens=7),
+        [AttemptRow("req_3", 1, "openai/gpt-4.1", t, 300.0, "ok", 200),
+         AttemptRow("req_3", 2, "openai/gpt-4.1", t + 0.3, 100.0, "ok", 200, continuation=True)])
+    add(RequestRow("req_4", t, "chat", False, "error", 502, attempts=2, latency_ms=7.0, error_class="auth",
+                   error_message="HTTP 401: bad key ***"),
+        [AttemptRow("req_4", 1, "openai/gpt-4.1", t, 3.0, "auth", 401, "HTTP 401: bad key ***"),
+         AttemptRow("req_4", 2, "nowhere/gone", t + 0.004, 3.0, "connect", None, "refused")])
+    add(RequestRow("req_5", t, "openai/gpt-4.1", True, "cut", 200, final_target="openai/gpt-4.1", model="gpt-4.1",
+                   attempts=1, latency_ms=None, error_class="stream_cut", error_message=""),
+        [AttemptRow("req_5", 1, "openai/gpt-4.1", t, 3.0, "stream_cut", 200, None)],
+        {"traceparent": f"00-{'3' * 32}-{CLIENT_SPAN_ID}-01"})
+    return out
+
+
+def test_the_encoding_is_the_sdk_encoders_byte_for_byte(tmp_path):
+    """SpanEncoder's request equals opentelemetry's own encode_spans(...).SerializeToString()."""
+    from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import encode_spans
+
+    tr = _tracing(tmp_path)
+    spans: list[Any] = []
+    tr.processor.on_end = spans.append
+    try:
+        for _ in range(2):   # the second time from the kept encodings
+            spans.clear()
+            for row, call in _requests():
+                tr.observe(row, call)
+            assert len(spans) == 5 + 9 and not tr._failed
+            ours = tr.encoder.encode(spans)
+            assert ours == encode_spans(spans).SerializeToString()
+            for s in spans:   # and span by span
+                assert tr.encoder.encode([s]) == encode_spans([s]).SerializeToString()
+        msg = ExportTraceServiceRequest.FromString(ours)
+        got = [s for rs in msg.resource_spans for ss in rs.scope_spans for s in ss.spans]
+        assert len(msg.resource_spans) == 1 and len(got) == 14
+        by_id = {attrs(s).get("patchbay.request_id"): s for s in got if s.kind == Span.SPAN_KIND_SERVER}
+        assert by_id["req_2"].trace_id.hex() == CLIENT_TRACE_ID and by_id["req_2"].trace_state == "vendor=abc,other=x"
+        assert by_id["req_2"].flags == 0x300   # parent is remote
+        assert attrs(by_id["req_2"])["gen_ai.usage.output_tokens"] == 123456789
+        assert attrs(by_id["req_3"])["patchbay.ttft_ms"] == 123.25
+        assert by_id["req_4"].status.code == by_id["req_4"].status.STATUS_CODE_ERROR
+        assert by_id["req_4"].status.message == "HTTP 401: bad key ***"
+    finally:
+        tr.shutdown()
+
+
+def test_the_encoding_of_any_sdk_span_is_the_sdk_encoders(tmp_path):
+    """Spans made by the SDK's tracer: other value types, events, links, several resources and scopes."""
+    from opentelemetry.exporter.otlp.proto.common._internal.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceState
+
+    from gateway.control.tracing import SpanEncoder
+
+    memory = InMemorySpanExporter()
+    for service in ("a", "b"):
+        provider = TracerProvider(resource=Resource.create({"service.name": service}))
+        provider.add_span_processor(SimpleSpanProcessor(memory))
+        for scope in ("one", "two"):
+            tracer = provider.get_tracer(scope, "1.0", schema_url="https://opentelemetry.io/schemas/1.21.0")
+            with tracer.start_as_current_span("outer", attributes={"s": "x", "i": -5, "f": 0.5, "b": True,
+                                                                   "l": ["p", "q"], "n": [1, 2], "e": ""}) as outer:
+                outer.add_event("ev", {"k": 1})
+                with tracer.start_as_current_span("inner", links=[Link(outer.get_span_context(), {"w": 2})]) as s:
+                    s.set_status(Status(StatusCode.OK))
+                with tracer.start_as_current_span("plain"):
+                    pass
+                with tracer.start_as_current_span("values", attributes={"s": "x", "i": -5, "f": 0.5, "b": False,
+                                                                        "l": ["p"], "n": [1.5, 2.5], "e": ""}):
+                    pass
+    spans = list(memory.get_finished_spans())
+    # made by hand: no times, a trace state, a remote parent, the default resource (a new, equal one each)
+    state = TraceState([("k", "v"), ("w", "z")])
+    for i in (1, 2):
+        spans.append(ReadableSpan("bare", SpanContext(5, 6 + i, False, trace_state=state), SpanContext(5, 4, True),
+                                  start_time=None if i == 1 else 0, end_time=i,
+                                  attributes={"x": i, "too big": 2**64, "y": "after"}))   # an int64 no more
+    enc = SpanEncoder()
+    assert enc.encode(spans) == encode_spans(spans).SerializeToString()
+    mixed = [spans[0], spans[5], spans[-1], spans[1], spans[13], spans[2], spans[-2], spans[3]]
+    assert enc.encode(mixed) == encode_spans(mixed).SerializeToString()
+    assert enc.encode([]) == encode_spans([]).SerializeToString()
+
+
+def test_a_request_whose_spans_cannot_be_built_is_served_and_logged_once(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    tr = _tracing(tmp_path)
+    try:
+        row, call = _requests()[0]
+        broken = SimpleNamespace(id="req_x", route="chat")   # no fields the spans need
+        with caplog.at_level("ERROR", logger="patchbay.tracing"):
+            tr.observe(broken, call)   # does not raise
+            tr.observe(broken, call)
+            tr.observe(row, call)      # and the next request is traced as usual
+        assert [r.message for r in caplog.records].count(
+            "tracing: could not build the spans of request req_x (reported once)") == 1
+    finally:
+        tr.shutdown()
