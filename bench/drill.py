@@ -144,7 +144,7 @@ async def run(args: argparse.Namespace) -> int:
     live_back_s = round(back[0] - ended, 3) if back else None
 
     print()
-    from gateway.control.client import format_report
+    from tui.ops import format_report
     print(format_report(d))
     print("  failed attempts per drill request: "
           + ", ".join(f"{k} failed: {v} request(s)" for k, v in sorted(failed_per_request.items())))

@@ -30,6 +30,7 @@ from tui.client import (
     AdminError,
     AdminUnreachable,
     HistoryFilters,
+    default_operator,
 )
 from tui.messages import ConnectionChanged, EventsBackfilled, GatewayEvent, StateReceived
 from tui.model import GatewayState, TargetInfo
@@ -577,12 +578,10 @@ def _sixteen_colours() -> bool:
 
 
 def _operator_name() -> str | None:
-    """Who is at the keyboard, for the gateway's operator events (never a secret)."""
-    try:
-        import getpass
-        return f"{getpass.getuser()} via tui"
-    except Exception:
-        return "tui"
+    """Who is at the keyboard, for the gateway's operator events (never a secret): PATCHBAY_OPERATOR or
+    the login name, as the operator CLI records it, marked as coming from the panel."""
+    name = default_operator()
+    return f"{name} via tui" if name else "tui"
 
 
 def _why(exc: Exception) -> str:
