@@ -15,6 +15,7 @@ import os
 import random
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -238,6 +239,13 @@ def run_demo(args: argparse.Namespace) -> int:
         print("  (export PATCHBAY_ADMIN_TOKEN=<anything> before `patchbay demo` to also drive it with "
               "`patchbay status`, `drill` and `tui` from another terminal)")
     deadline = time.monotonic() + args.duration if args.duration else None
+
+    def _hang_up(signum: int, frame: Any) -> None:
+        # a closed terminal (SIGHUP) or `kill` (SIGTERM) still stops the engine and removes the folder
+        raise SystemExit(128 + signum)
+
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, _hang_up)
     try:
         if not use_tui:
             while deadline is None or time.monotonic() < deadline:

@@ -36,3 +36,29 @@ def test_piped_demo_says_why_there_is_no_panel_and_leaves_no_folder():
     assert "standard output is not a terminal (piped or redirected), so the control panel is off" in res.stdout
     m = re.search(r"request log: (\S+)/patchbay-demo\.db", res.stdout)
     assert m and not Path(m.group(1)).exists()
+
+
+def test_a_demo_stopped_by_a_signal_still_removes_its_folder():
+    """A closed terminal (SIGHUP) or `kill` (SIGTERM) must not leave /tmp/patchbay-demo-* behind."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([*serve_command(), "demo", "--no-tui", "--rps", "2"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    try:
+        folder = None
+        deadline = time.monotonic() + 60
+        while folder is None and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            m = re.search(r"request log: (\S+)/patchbay-demo\.db", line)
+            folder = Path(m.group(1)) if m else None
+        assert folder is not None and folder.exists()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert not folder.exists()

@@ -294,7 +294,7 @@ async def test_drill_form_confirm_live_view_and_report(gw, mock):
         form = await wait_for(pilot, lambda: isinstance(app.screen, DrillForm) and app.screen,
                               "drill form")
         assert form.query_one("#df-target", Select).value == "openai/gpt-4.1"
-        form.query_one("#df-duration", Input).value = "2"
+        form.query_one("#df-duration", Input).value = "6"   # long enough to be seen running on a busy machine
         form.query_one("#df-traffic", Input).value = "10"
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: isinstance(app.screen, ConfirmModal), "drill confirm")

@@ -186,3 +186,11 @@ def test_seconds_read_one_way():
     assert [fmt.ms(v) for v in (999.4, 999.6, 1500.0, 9999.0, 10000.0, 12345.0)] == [
         "999ms", "1s", "1.5s", "10s", "10s", "12.3s"]
     assert [fmt.secs(v) for v in (0.0, 2.3, 10.0, 10.04, 125.0)] == ["0s", "2.3s", "10s", "10s", "125s"]
+
+
+def test_the_gateways_answer_is_summed_up_in_words():
+    """A disable's answer carries the whole target document; the notice says its id and state."""
+    from tui.app import _answer_summary
+    text = _answer_summary({"ok": True, "changed": True, "target": {
+        "id": "openai/gpt-4.1", "state": "disabled", "vendor_kind": "openai", "p50_ms": 1.4}})
+    assert text == "target openai/gpt-4.1 disabled"

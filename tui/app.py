@@ -600,6 +600,8 @@ def _answer_summary(answer: Any) -> str:
     for key in ("status", "state", "target", "vendor", "disabled", "targets", "reason"):
         if key in answer and answer[key] not in (None, "", []):
             val = answer[key]
+            if isinstance(val, dict):          # a target document: its id and state, not all of it
+                val = " ".join(str(val[k]) for k in ("id", "state") if val.get(k))
             if isinstance(val, list):
                 val = ", ".join(str(x.get("id", x)) if isinstance(x, dict) else str(x)
                                 for x in val)

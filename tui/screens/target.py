@@ -9,6 +9,7 @@ event history and the routes it serves. `1`/`2`/`3` pick 5 min, 1 h or 24 h.
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING, Any
 
 from rich.text import Text
@@ -61,6 +62,8 @@ class TargetScreen(Screen):
         self.data: dict[str, Any] | None = None
         self._problem = ""
         self.loads = 0            # answers painted (bench/tui_bench.py waits on it)
+        self.last_fetch_ms: float | None = None
+        self.last_paint_ms: float | None = None
 
     @property
     def papp(self) -> PatchbayApp:
@@ -85,8 +88,10 @@ class TargetScreen(Screen):
 
     @work(exclusive=True, group="target", exit_on_error=False)
     async def fetch(self) -> None:
+        t0 = time.perf_counter()
         try:
             data = await self.papp.client.target(self.target_id, self.window)
+            self.last_fetch_ms = (time.perf_counter() - t0) * 1000
         except AdminError as exc:
             self.post_message(TargetLoaded(None, f"gateway refused: {exc.message}"))
         except AdminUnreachable as exc:
@@ -96,8 +101,10 @@ class TargetScreen(Screen):
 
     @on(TargetLoaded)
     def _loaded(self, msg: TargetLoaded) -> None:
+        t0 = time.perf_counter()
         self.data, self._problem = msg.data, msg.problem
         self._paint()
+        self.last_paint_ms = (time.perf_counter() - t0) * 1000
         self.loads += 1
 
     def on_resize(self) -> None:
