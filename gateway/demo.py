@@ -199,10 +199,12 @@ class DemoEngine:
             if self.mock is not None:
                 await self.mock.stop()
         try:
-            asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(30)
+            if self.thread.is_alive():   # a signal may stop the demo before it started
+                asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(30)
         finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self.thread.join(10)
+            if self.thread.is_alive():
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self.thread.join(10)
             if self._own_workdir:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -225,7 +227,25 @@ def run_demo(args: argparse.Namespace) -> int:
         print("patchbay demo: standard output is not a terminal (piped or redirected), so the control panel "
               "is off and a text summary prints every 2 s instead; run `patchbay demo` straight in a terminal "
               "for the panel (or `patchbay demo --no-tui` to ask for this summary).", flush=True)
+
+    def _hang_up(signum: int, frame: Any) -> None:
+        # a closed terminal (SIGHUP) or `kill` (SIGTERM) still stops the engine and removes the folder
+        raise SystemExit(128 + signum)
+
+    # before anything is started, so a signal at any point after this still cleans up
+    for sig in (signal.SIGHUP, signal.SIGTERM):
+        signal.signal(sig, _hang_up)
     engine = DemoEngine(rps=args.rps)
+    try:
+        return _run_started(engine, args, use_tui)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        engine.stop()
+        print(f"demo stopped: {engine.sent} requests sent, {engine.failed} client-visible errors")
+
+
+def _run_started(engine: DemoEngine, args: argparse.Namespace, use_tui: bool) -> int:
     if use_tui:
         _log_to_file(engine.workdir / "patchbay-demo.log")
     engine.start()
@@ -239,25 +259,11 @@ def run_demo(args: argparse.Namespace) -> int:
         print("  (export PATCHBAY_ADMIN_TOKEN=<anything> before `patchbay demo` to also drive it with "
               "`patchbay status`, `drill` and `tui` from another terminal)")
     deadline = time.monotonic() + args.duration if args.duration else None
-
-    def _hang_up(signum: int, frame: Any) -> None:
-        # a closed terminal (SIGHUP) or `kill` (SIGTERM) still stops the engine and removes the folder
-        raise SystemExit(128 + signum)
-
-    for sig in (signal.SIGHUP, signal.SIGTERM):
-        signal.signal(sig, _hang_up)
-    try:
-        if not use_tui:
-            while deadline is None or time.monotonic() < deadline:
-                time.sleep(2)
-                print(engine.summary(), flush=True)
-        else:
-            from tui.app import run_tui  # the one place the demo reaches for Textual
-            os.environ["PATCHBAY_ADMIN_TOKEN"] = engine.admin_token
-            return run_tui(gw.admin_url, engine.admin_token, False, 1.0)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        engine.stop()
-        print(f"demo stopped: {engine.sent} requests sent, {engine.failed} client-visible errors")
-    return 0
+    if not use_tui:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(2)
+            print(engine.summary(), flush=True)
+        return 0
+    from tui.app import run_tui  # the one place the demo reaches for Textual
+    os.environ["PATCHBAY_ADMIN_TOKEN"] = engine.admin_token
+    return run_tui(gw.admin_url, engine.admin_token, False, 1.0)
