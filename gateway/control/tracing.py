@@ -199,6 +199,7 @@ class SpanEncoder:
                                                            s.end_time, s.status)
         # fields 1-8: the ids (fixed sizes: 16 and 8 bytes), the trace state, the name and kind (serialized once
         # per name), the times (fixed64; a zero or missing time is left out, as protobuf does)
+        assert ctx is not None   # a finished span always has its context
         parts = [b"\x0a\x10", ctx.trace_id.to_bytes(16, "big"), b"\x12\x08", ctx.span_id.to_bytes(8, "big")]
         ts = ctx.trace_state
         if ts:
@@ -215,7 +216,8 @@ class SpanEncoder:
         if start and end and 0 < start < 1 << 64 and 0 < end < 1 << 64:
             parts.append(_TIMES(0x39, start, 0x41, end))
         else:
-            parts.append(PBSpan(start_time_unix_nano=start, end_time_unix_nano=end).SerializeToString())
+            # 0 is protobuf's "absent", as None is
+            parts.append(PBSpan(start_time_unix_nano=start or 0, end_time_unix_nano=end or 0).SerializeToString())
         # field 9, the attributes: the span's own, then the ones serialized already
         if attrs and (done is None or len(attrs) > done[0]):
             items: Any = attrs.items()
@@ -285,12 +287,13 @@ class SpanEncoder:
             last.append(body)
         out = []
         for r, scopes in groups.items():
-            body = [_nest(1, self._resource(r))]
+            rbody = [_nest(1, self._resource(r))]
             for sc, encoded in scopes.items():
-                body.append(_nest(2, b"".join([_nest(1, self._scope(sc)), *encoded, PBScopeSpans(
-                    schema_url=sc.schema_url if sc else None).SerializeToString()])))
-            body.append(PBResourceSpans(schema_url=r.schema_url).SerializeToString())
-            out.append(_nest(1, b"".join(body)))
+                # "" is protobuf's "absent", as None is
+                rbody.append(_nest(2, b"".join([_nest(1, self._scope(sc)), *encoded, PBScopeSpans(
+                    schema_url=(sc.schema_url or "") if sc else "").SerializeToString()])))
+            rbody.append(PBResourceSpans(schema_url=r.schema_url).SerializeToString())
+            out.append(_nest(1, b"".join(rbody)))
         return b"".join(out)
 
 
@@ -468,6 +471,7 @@ class Tracing:
 
         # as Tracer.start_span decides: the client's span (if valid) is the parent, the sampler says yes or no
         # (the span keeps Patchbay's attributes: the SDK's samplers add none)
+        parent: SpanContext | None
         if call.trace_headers:
             parent_ctx = self._propagator.extract(call.trace_headers)
             parent = trace.get_current_span(parent_ctx).get_span_context()
