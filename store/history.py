@@ -212,26 +212,10 @@ class History:
         routes, targets, outcomes = _as_list(route), _as_list(target), _as_list(outcome)
         if routes == [] or targets == [] or outcomes == []:
             return [], None
+        base_where, base_params = _base_filters(since, until, drill_id, failover, after)
         if targets is not None:
-            return self._by_attempts(conn, targets, routes, outcomes, since, until, q, limit, after,
-                                     drill_id, failover)
-
-        base_where: list[str] = []
-        base_params: list[Any] = []
-        if failover:
-            base_where.append("failovers > 0")
-        if since is not None:
-            base_where.append("ts >= ?")
-            base_params.append(float(since))
-        if until is not None:
-            base_where.append("ts < ?")
-            base_params.append(float(until))
-        if drill_id is not None:
-            base_where.append("drill_id = ?")
-            base_params.append(drill_id)
-        if after is not None:
-            base_where.append("(ts, id) < (?, ?)")      # a row value: an index range, not a scan
-            base_params.extend(after)
+            return self._by_attempts(conn, targets, routes, outcomes, since, q, limit, after,
+                                     base_where, base_params)
 
         # Each equality list becomes one branch per value so each branch is an
         # ordered index range; branches are merged here (heap merge on ts, id).
@@ -268,41 +252,18 @@ class History:
             results.append(rows)
         if text and len(text) >= 3:
             # the errors of attempts that failed over (a request's own error is only its last one)
-            where, params = list(base_where), list(base_params)
-            for col, values in (("route", routes), ("outcome", outcomes)):
-                if values is not None:
-                    where.append(f"{col} IN ({', '.join('?' for _ in values)})")
-                    params.extend(values)
+            where, params = _any_of(routes, outcomes, base_where, base_params)
             results.append(self._walk_attempts(conn, "error IS NOT NULL AND error LIKE ? ESCAPE '\\'",
                                                [_like_escape(text)], "attempts_err_ts", where, params,
                                                after, since, limit))
         return _page(results, limit)
 
     def _by_attempts(self, conn: sqlite3.Connection, targets: list[str], routes: list[str] | None,
-                     outcomes: list[str] | None, since: float | None, until: float | None, q: str | None,
-                     limit: int, after: tuple[float, str] | None, drill_id: str | None,
-                     failover: bool) -> tuple[list[dict[str, Any]], str | None]:
+                     outcomes: list[str] | None, since: float | None, q: str | None, limit: int,
+                     after: tuple[float, str] | None, base_where: list[str],
+                     base_params: list[Any]) -> tuple[list[dict[str, Any]], str | None]:
         """Requests with any attempt on one of `targets`, the other filters applied to each request."""
-        where: list[str] = []
-        params: list[Any] = []
-        for col, values in (("route", routes), ("outcome", outcomes)):
-            if values is not None:
-                where.append(f"{col} IN ({', '.join('?' for _ in values)})")
-                params.extend(values)
-        if since is not None:
-            where.append("ts >= ?")
-            params.append(float(since))
-        if until is not None:
-            where.append("ts < ?")
-            params.append(float(until))
-        if drill_id is not None:
-            where.append("drill_id = ?")
-            params.append(drill_id)
-        if failover:
-            where.append("failovers > 0")
-        if after is not None:
-            where.append("(ts, id) < (?, ?)")
-            params.extend(after)
+        where, params = _any_of(routes, outcomes, base_where, base_params)
         text = (q or "").strip()
         if text:
             like = _like_escape(text)
@@ -606,6 +567,39 @@ class History:
     def get_drill(self, id_: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM drills WHERE id = ?", (id_,))
         return _decode("drills", rows[0]) if rows else None
+
+
+def _base_filters(since: float | None, until: float | None, drill_id: str | None, failover: bool,
+                  after: tuple[float, str] | None) -> tuple[list[str], list[Any]]:
+    """The conditions every history query shares (time window, drill, failovers, keyset page)."""
+    where: list[str] = []
+    params: list[Any] = []
+    if failover:
+        where.append("failovers > 0")
+    if since is not None:
+        where.append("ts >= ?")
+        params.append(float(since))
+    if until is not None:
+        where.append("ts < ?")
+        params.append(float(until))
+    if drill_id is not None:
+        where.append("drill_id = ?")
+        params.append(drill_id)
+    if after is not None:
+        where.append("(ts, id) < (?, ?)")      # a row value: an index range, not a scan
+        params.extend(after)
+    return where, params
+
+
+def _any_of(routes: list[str] | None, outcomes: list[str] | None, where: list[str],
+            params: list[Any]) -> tuple[list[str], list[Any]]:
+    """`where` (copied) plus `route IN (...)` / `outcome IN (...)` for the lists given."""
+    where, params = list(where), list(params)
+    for col, values in (("route", routes), ("outcome", outcomes)):
+        if values is not None:
+            where.append(f"{col} IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+    return where, params
 
 
 def _page(results: list[list[dict[str, Any]]], limit: int) -> tuple[list[dict[str, Any]], str | None]:
