@@ -298,19 +298,7 @@ class _Conn(asyncio.Protocol):
             body = self._decode(body)
             if not body:
                 return
-            self._add(body)
-            return
-        # _add, inlined: this is the hot path
-        self.received += len(body)
-        limit = self.body_limit
-        if limit is not None and self.received > limit:
-            self._too_large(limit)
-        self.body.append(body)
-        self.buffered += len(body)
-        if self.buffered > PAUSE_AT and not self.paused and self.transport is not None:
-            self.transport.pause_reading()
-            self.paused = True
-        self._wake()
+        self._add(body)
 
     def on_message_complete(self) -> None:
         if self.interim:
