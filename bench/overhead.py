@@ -180,16 +180,21 @@ def otel_main(args: argparse.Namespace, load: Any, loadgen: str) -> int:
                   f"(target < 40 us); {r['spans']} spans received for {r['requests']} requests")
         print(f"load average at the end {os.getloadavg()[0]:.2f} (figures are noisy above ~2 on 2 cores)")
     finally:
-        for pr in procs:
-            if pr.poll() is None:
-                pr.send_signal(signal.SIGTERM)
-        for pr in procs:
-            try:
-                pr.wait(15)
-            except subprocess.TimeoutExpired:
-                pr.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        _stop(procs, tmp)
     return 0
+
+
+def _stop(procs: list[subprocess.Popen], tmp: Path) -> None:
+    """Stop what this run started, by PID (SIGTERM, then kill after 15 s), and remove its folder."""
+    for pr in procs:
+        if pr.poll() is None:
+            pr.send_signal(signal.SIGTERM)
+    for pr in procs:
+        try:
+            pr.wait(15)
+        except subprocess.TimeoutExpired:
+            pr.kill()
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:
@@ -254,15 +259,7 @@ def main() -> int:
               f"on a one-target route -> extra {skip['p50'] - plain['p50']:+.3f} ms per request "
               f"(errors {skip['errors']})")
     finally:
-        for pr in procs:
-            if pr.poll() is None:
-                pr.send_signal(signal.SIGTERM)
-        for pr in procs:
-            try:
-                pr.wait(15)
-            except subprocess.TimeoutExpired:
-                pr.kill()
-        shutil.rmtree(tmp, ignore_errors=True)
+        _stop(procs, tmp)
     return 0
 
 
