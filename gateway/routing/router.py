@@ -261,16 +261,17 @@ class Router:
             data = scrub_text(data, t.secret_bytes)
         return scrub(t.adapter.classify_error(resp.status, resp.headers, data), t.secrets)
 
-    async def fault_gate(self, fault: DrillFault | None, deadline: float) -> float:
-        """Apply a drill's fault before the real call; returns the seconds it made us wait."""
+    async def fault_gate(self, fault: DrillFault | None, deadline: float, call: Call | None = None) -> None:
+        """Apply a drill's fault before the real call; the time it makes a call wait (an injected hang or
+        latency, also when it then fails) is the vendor's, not Patchbay's."""
         if fault is None:
-            return 0.0
+            return
         s = time.perf_counter()
         try:
             await apply_fault(fault, deadline, self.cfg.timeouts.first_byte, self.cfg.timeouts.total)
         finally:
-            waited = time.perf_counter() - s
-        return waited
+            if call is not None:
+                call.waited_s += time.perf_counter() - s
 
     def _timeout_error(self, deadline: float, what: str) -> VendorError:
         return timeout_error(deadline, what, self.cfg.timeouts.first_byte, self.cfg.timeouts.total)
@@ -292,7 +293,7 @@ class Router:
         return res if isinstance(res, Failed) else cast(Answer, res[1])
 
     async def _attempt_chat(self, call: Call, t: Target, fault: DrillFault | None, deadline: float) -> ChatResult:
-        call.waited_s += await self.fault_gate(fault, deadline)
+        await self.fault_gate(fault, deadline, call)
         req = self._translate(call, t, False)
         timeouts = self.cfg.timeouts
         remaining = deadline - time.perf_counter()
@@ -306,8 +307,6 @@ class Router:
                 except NET_ERRORS as e:
                     raise net_error(e, True) from None
                 if resp.status != 200:
-                    call.waited_s += time.perf_counter() - waited
-                    waited = time.perf_counter()
                     raise await self.read_error(t, resp)
                 loop = asyncio.get_running_loop()
                 parts: list[bytes] = []
@@ -356,7 +355,7 @@ class Router:
         """Connect and read until the first token; every failure here is before the client saw anything."""
         if self.closing:
             raise self._shutdown_error()
-        call.waited_s += await self.fault_gate(fault, deadline)
+        await self.fault_gate(fault, deadline, call)
         req = self._translate(call, t, True, prefill)
         fb_deadline = min(time.perf_counter() + self.cfg.timeouts.first_byte, deadline)
         s = time.perf_counter()
