@@ -111,7 +111,7 @@ def apply_overrides(runtime: Runtime) -> dict[str, Any]:
         if rest and known:
             warn(f"routes.{name}.order does not list {', '.join(rest)}; appended in config order")
         if known:
-            r.order = known + rest
+            runtime.set_order(name, known)   # the listed ones first, the rest in config order
     disabled = raw.get("disabled", {})
     if not isinstance(disabled, dict):
         warn("'disabled' must be a table; ignored")
