@@ -31,7 +31,7 @@ import httpx  # noqa: E402
 from store_queries import ensure_log  # noqa: E402
 
 from gateway.app import Gateway  # noqa: E402
-from gateway.config import parse_config  # noqa: E402
+from gateway.config_load import parse_config  # noqa: E402
 from gateway.mock.server import start_mock, vendor_configs  # noqa: E402
 from store.history import encode_cursor  # noqa: E402
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import httpx  # noqa: E402
 
 from gateway.app import Gateway  # noqa: E402
-from gateway.config import parse_config  # noqa: E402
+from gateway.config_load import parse_config  # noqa: E402
 from gateway.mock.server import start_mock  # noqa: E402
 from store.history import History  # noqa: E402
 

@@ -25,7 +25,7 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.config import parse_config  # noqa: E402
+from gateway.config_load import parse_config  # noqa: E402
 from gateway.control.metrics import Metrics  # noqa: E402
 from gateway.runtime import Runtime  # noqa: E402
 from store.records import AttemptRow, RequestRow  # noqa: E402

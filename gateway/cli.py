@@ -16,7 +16,7 @@ DEFAULT_ADMIN_URL = "http://127.0.0.1:4001"
 
 
 def _load(path: str):
-    from gateway.config import ConfigError, load_config
+    from gateway.config_load import ConfigError, load_config
     try:
         return load_config(path)
     except ConfigError as e:

@@ -28,7 +28,7 @@ import aiohttp
 import orjson
 
 from gateway.app import Gateway
-from gateway.config import parse_config
+from gateway.config_load import parse_config
 from gateway.mock.server import MockServer, start_mock, vendor_configs
 
 PROMPTS = ["Summarise the incident in one line.", "Translate 'failover' to French.", "Write a haiku about latency.",

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from gateway.app import Gateway
-from gateway.config import parse_config
+from gateway.config_load import parse_config
 from gateway.mock.server import start_mock, vendor_configs
 
 SPEC = Path(__file__).resolve().parents[2] / "shared" / "specs" / "openai-openapi.yaml"

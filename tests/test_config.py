@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from gateway.config import ConfigError, load_config
+from gateway.config_load import ConfigError, load_config
 
 GOOD = """
 [server]
@@ -199,7 +199,7 @@ def test_the_readme_config_reference_matches_the_declaration():
     import re
     import tomllib
 
-    from gateway.config import reference
+    from gateway.config_load import reference
 
     declared = {k.path: k for k in reference()}
     section = _readme_config_section()
@@ -233,7 +233,7 @@ def test_the_readme_config_reference_matches_the_declaration():
 
 
 def test_every_declared_key_has_a_type_and_a_one_line_doc():
-    from gateway.config import reference
+    from gateway.config_load import reference
 
     keys = reference()
     assert len({k.path for k in keys}) == len(keys) > 30
@@ -304,7 +304,7 @@ def test_defaults_and_paths_are_loaded_from_the_declaration(tmp_path):
 
 
 def test_python_callers_may_pass_none_for_a_table(tmp_path):
-    from gateway.config import parse_config
+    from gateway.config_load import parse_config
 
     raw = {"server": None, "prices": None, "vendors": {"v": {"kind": "openai", "base_url": "http://h"}},
            "routes": [{"name": "r", "targets": [{"vendor": "v", "model": "m"}]}]}
@@ -317,7 +317,7 @@ def test_python_callers_may_pass_none_for_a_table(tmp_path):
     ([], "at least one [[routes]] entry is required"),
 ])
 def test_a_config_without_routes_is_refused(tmp_path, routes, reason):
-    from gateway.config import parse_config
+    from gateway.config_load import parse_config
 
     with pytest.raises(ConfigError) as ei:
         parse_config({"vendors": {}, "routes": routes}, str(tmp_path / "patchbay.toml"), {})

@@ -324,7 +324,7 @@ async def test_full_disk_keeps_traffic_flowing_is_reported_then_recovers(tmp_pat
 _WRITER = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[1])
-    from gateway.config import load_config
+    from gateway.config_load import load_config
     from gateway.runtime import Runtime
     from gateway.control import overrides
 

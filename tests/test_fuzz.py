@@ -24,7 +24,8 @@ import pytest
 from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 
-from gateway.config import Config, ConfigError, VendorConfig, load_config, parse_config
+from gateway.config import Config, VendorConfig
+from gateway.config_load import ConfigError, load_config, parse_config
 from gateway.doors.chat import error_body
 from gateway.doors.chat import validate as validate_chat
 from gateway.routing.call import ClientError

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.config import ConfigError, parse_config
+from gateway.config_load import ConfigError, parse_config
 from gateway.logs import JsonFormatter
 from gateway.mock.server import start_mock
 from tests.conftest import base_config

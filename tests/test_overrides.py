@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.config import parse_config
+from gateway.config_load import parse_config
 from gateway.control.overrides import apply_overrides
 from gateway.runtime import Runtime
 

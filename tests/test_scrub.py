@@ -199,7 +199,7 @@ if __name__ == "__main__":
 # ------------------------------------------------------------------------------------------ proxy passwords
 
 def _runtime(tmp_path, env=None, **vendor_extra):
-    from gateway.config import parse_config
+    from gateway.config_load import parse_config
     from gateway.runtime import Runtime
     from tests.conftest import base_config
 

@@ -212,7 +212,7 @@ def _run(code: str, env: dict[str, str]) -> str:
 SERVE_ONE = """
     import asyncio, sys, tempfile, httpx
     from gateway.app import Gateway
-    from gateway.config import parse_config
+    from gateway.config_load import parse_config
     from gateway.mock.server import start_mock
     from tests.conftest import base_config
 
@@ -258,7 +258,7 @@ async def test_a_client_trace_that_is_not_sampled_exports_nothing(start_gateway,
 # ------------------------------------------------------------------ encoding (no network)
 
 def _tracing(tmp_path: Path) -> Any:
-    from gateway.config import parse_config
+    from gateway.config_load import parse_config
     from gateway.control.tracing import Tracing
     from gateway.runtime import Runtime
     from tests.conftest import base_config

@@ -14,7 +14,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.config import ConfigError, parse_config
+from gateway.config_load import ConfigError, parse_config
 from gateway.vendors.base import FRAGMENT_CHARS, REDACTED, scrub_text
 from gateway.vendors.sse import EventTooLarge, SSEParser
 from tests.scripted_vendor import ScriptedVendor, chunk, completion, http_json

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import parse_config
+from gateway.config_load import parse_config
 from gateway.routing.call import Answer, Call, Failed
 from gateway.routing.router import Continued, Interrupted, LiveStream, Router
 from gateway.runtime import Runtime
