@@ -49,6 +49,8 @@ class RequestRow:
     error_message: str | None = None
     drill_id: str | None = None
     skipped_open: str | None = None    # targets passed over because their breaker was open, comma-separated
+    api: str = "chat"                  # the door: chat | responses | messages | embeddings | completions
+    dropped: str | None = None         # what translation left out for the answering target, comma-separated
     request_body: str | None = None    # only when [store] log_bodies = true
     response_body: str | None = None
 
@@ -65,6 +67,7 @@ class AttemptRow:
     error: str | None = None
     continuation: bool = False     # a mid-stream continuation (prefill) attempt
     drill_id: str | None = None
+    dropped: str | None = None     # what translation left out for this target, comma-separated
 
 
 @dataclass(slots=True)

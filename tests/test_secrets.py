@@ -171,6 +171,8 @@ async def drive(data_url: str, admin_url: str, mock_url: str, cap: Capture) -> N
             # successes
             assert (await post("ok", chat)).status_code == 200
             assert (await post("ok second key", chat, {"Authorization": f"Bearer {CLIENT_KEYS[1]}"})).status_code == 200
+            assert (await post("anthropic-style key", chat, {"x-api-key": CLIENT_KEYS[0]})).status_code == 200
+            assert (await post("google-style key", chat, {"x-goog-api-key": CLIENT_KEYS[1]})).status_code == 200
             assert b"[DONE]" in await stream("stream ok", chat)
             assert (await post("mixed", {**chat, "model": "mixed"})).status_code == 200   # gemini 400 -> anthropic
             assert (await post("relay", {**chat, "model": "relay"})).status_code == 200   # echo 401 -> anthropic
@@ -180,7 +182,8 @@ async def drive(data_url: str, admin_url: str, mock_url: str, cap: Capture) -> N
             # client mistakes and auth failures
             for what, headers in (("no key", {}), ("wrong key", {"Authorization": "Bearer pb-client-nope"}),
                                   ("basic", {"Authorization": f"Basic {CLIENT_KEYS[0]}"}),
-                                  ("key in other header", {"x-api-key": CLIENT_KEYS[0]})):
+                                  ("key in other header", {"api-key": CLIENT_KEYS[0]}),
+                                  ("wrong x-api-key", {"x-api-key": "pb-client-nope"})):
                 assert (await post(what, chat, headers)).status_code == 401
             assert (await post("bad json", None, raw=b"{nope")).status_code == 400
             assert (await post("unknown model", {**chat, "model": "gpt-5"})).status_code == 404

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.doors.base import Parsed
 from gateway.routing.call import Answer, Call, ClientError, Failed
 from gateway.routing.record import record, record_failed
 from gateway.routing.router import Continued, Interrupted, LiveStream, Router
@@ -297,3 +298,23 @@ async def _stream_fallback(router: Router, call: Call, request: web.Request, fai
         pass
     record_failed(router.rt, call, failed, overhead)
     return resp
+
+
+class ChatDoor:
+    """`POST /v1/chat/completions`: the router's own format, so the body goes on as the client sent it."""
+
+    api = "chat"
+
+    def parse(self, body: Any, headers: Any) -> Parsed:
+        validate(body)
+        so = body.get("stream_options") or {}
+        return Parsed(body["model"], body, bool(body.get("stream")), bool(so.get("include_usage")))
+
+    def error_body(self, ce: ClientError) -> bytes:
+        return error_body(ce)
+
+    async def serve(self, router: Router, call: Call, request: web.Request) -> web.StreamResponse:
+        return await serve(router, call, request)
+
+
+DOOR = ChatDoor()

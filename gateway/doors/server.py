@@ -16,11 +16,14 @@ import hashlib
 import hmac
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from gateway.doors import chat
+from gateway.doors.base import Door
 from gateway.logs import REQUEST_ID
 from gateway.routing.call import Call, ClientError
 from gateway.routing.router import Router
@@ -69,14 +72,21 @@ class DataPlane:
         self.read_timeout = runtime.config.server.read_timeout
 
     def _auth(self, request: web.Request) -> str | None:
-        """Return the client key id; raise ClientError(401) when keys are set and none matches."""
+        """Return the client key id; raise ClientError(401) when keys are set and none matches.
+
+        The key may come as `Authorization: Bearer` (OpenAI SDKs), `x-api-key` (Anthropic SDKs) or
+        `x-goog-api-key` (google-genai): each client sends the header its SDK knows."""
         if not self._keys:
             return None
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise ClientError(401, "Missing API key. Send 'Authorization: Bearer <key>' with a Patchbay client key.",
-                              "invalid_request_error", "invalid_api_key",
+        h = request.headers
+        token = h.get("x-api-key") or h.get("x-goog-api-key")
+        if token is None:
+            scheme, _, token = h.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer":
+                token = ""
+        if not token:
+            raise ClientError(401, "Missing API key. Send 'Authorization: Bearer <key>' (or 'x-api-key') with a "
+                                   "Patchbay client key.", "invalid_request_error", "invalid_api_key",
                               headers={"www-authenticate": "Bearer"})
         presented = token.strip().encode()
         match = None
@@ -89,61 +99,69 @@ class DataPlane:
                               headers={"www-authenticate": "Bearer"})
         return self._key_ids[match]
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        t0 = time.perf_counter()
-        rid = REQUEST_ID.set(None)
-        try:
-            return await self._chat(request, t0)
-        except Exception:
-            log.exception("unhandled error in chat completions")
-            return error_response(500, "Patchbay hit an internal error; the request was not completed.",
-                                  "server_error", "internal_error", headers=_rejected_headers(t0))
-        finally:
-            REQUEST_ID.reset(rid)
+    def handler(self, door: Door) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """The aiohttp handler of one door."""
 
-    async def _chat(self, request: web.Request, t0: float) -> web.StreamResponse:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            t0 = time.perf_counter()
+            rid = REQUEST_ID.set(None)
+            try:
+                return await self._serve(request, door, t0)
+            except Exception:
+                log.exception("unhandled error in %s", request.path)
+                ce = ClientError(500, "Patchbay hit an internal error; the request was not completed.",
+                                 "server_error", "internal_error")
+                return web.Response(status=500, body=door.error_body(ce), content_type="application/json",
+                                    headers=_rejected_headers(t0))
+            finally:
+                REQUEST_ID.reset(rid)
+
+        return handle
+
+    async def _read_json(self, request: web.Request) -> Any:
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise ClientError(413, f"Request body is {request.content_length} bytes; the limit is "
+                                   f"{self.max_body} bytes.", code="request_too_large")
+        try:
+            async with asyncio.timeout(self.read_timeout):
+                raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            raise ClientError(413, f"Request body exceeds the limit of {self.max_body} bytes.",
+                              code="request_too_large") from None
+        except TimeoutError:
+            # a body that trickles or never ends must not hold a handler for good
+            raise ClientError(408, f"The request body did not arrive within {self.read_timeout:g} s.",
+                              code="request_timeout", headers={"connection": "close"}) from None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise ClientError(400, f"We could not parse the JSON body of your request: {e}. "
+                                   "The body must be valid JSON.", code="invalid_json") from None
+
+    async def _serve(self, request: web.Request, door: Door, t0: float) -> web.StreamResponse:
         try:
             key_id = self._auth(request)
-            if request.content_length is not None and request.content_length > self.max_body:
-                raise ClientError(413, f"Request body is {request.content_length} bytes; the limit is "
-                                       f"{self.max_body} bytes.", code="request_too_large")
-            try:
-                async with asyncio.timeout(self.read_timeout):
-                    raw = await request.read()
-            except web.HTTPRequestEntityTooLarge:
-                raise ClientError(413, f"Request body exceeds the limit of {self.max_body} bytes.",
-                                  code="request_too_large") from None
-            except TimeoutError:
-                # a body that trickles or never ends must not hold a handler for good
-                raise ClientError(408, f"The request body did not arrive within {self.read_timeout:g} s.",
-                                  code="request_timeout", headers={"connection": "close"}) from None
-            try:
-                body = orjson.loads(raw)
-            except orjson.JSONDecodeError as e:
-                raise ClientError(400, f"We could not parse the JSON body of your request: {e}. "
-                                       "The body must be valid JSON.", code="invalid_json") from None
-            chat.validate(body)
-            resolved = self.rt.resolve(body["model"])
+            parsed = door.parse(await self._read_json(request), request.headers)
+            resolved = self.rt.resolve(parsed.model)
             if resolved is None:
                 names = ", ".join(self.rt.model_names())
-                raise ClientError(404, f"The model '{body['model']}' does not exist on this gateway. "
+                raise ClientError(404, f"The model '{parsed.model}' does not exist on this gateway. "
                                        f"Available: {names}.", code="model_not_found", param="model")
         except ClientError as ce:
-            return web.Response(status=ce.status, body=chat.error_body(ce), content_type="application/json",
+            return web.Response(status=ce.status, body=door.error_body(ce), content_type="application/json",
                                 headers={**_rejected_headers(t0), **ce.headers})
         route, targets, fallback = resolved
-        stream = bool(body.get("stream"))
-        so = body.get("stream_options") or {}
-        call = Call(id=new_id(), route=route, targets=targets, fallback=fallback, body=body, stream=stream,
-                    include_usage=bool(so.get("include_usage")), client_key_id=key_id,
-                    drill_id=request.headers.get("x-patchbay-drill") if _same_host(request) else None)
+        call = Call(id=new_id(), route=route, targets=targets, fallback=fallback, body=parsed.body,
+                    stream=parsed.stream, include_usage=parsed.include_usage, client_key_id=key_id,
+                    drill_id=request.headers.get("x-patchbay-drill") if _same_host(request) else None,
+                    api=door.api, extra=parsed.extra)
         REQUEST_ID.set(call.id)   # log lines about this request carry its id
         if self.trace_headers:
             h = request.headers
             tp = h.get("traceparent")
             if tp is not None:
                 call.trace_headers = {"traceparent": tp, "tracestate": h.get("tracestate", "")}
-        return await chat.serve(self.router, call, request)
+        return await door.serve(self.router, call, request)
 
     async def models(self, request: web.Request) -> web.Response:
         try:
@@ -182,8 +200,9 @@ def make_data_app(runtime: Runtime, router: Router, client_keys: list[str],
     # client_max_size is a hard stop above the limit; the handler reports it OpenAI-style.
     app = web.Application(client_max_size=runtime.config.server.max_body_bytes)
     dp = DataPlane(runtime, router, client_keys, trace_headers)
-    app.router.add_post("/v1/chat/completions", dp.chat)
-    app.router.add_post("/chat/completions", dp.chat)
+    chat_handler = dp.handler(chat.DOOR)
+    app.router.add_post("/v1/chat/completions", chat_handler)
+    app.router.add_post("/chat/completions", chat_handler)
     app.router.add_get("/v1/models", dp.models)
     app.router.add_get("/healthz", dp.healthz)
     # Everything else gets an OpenAI-style error body (no middleware: it would cost every request).

@@ -48,6 +48,9 @@ class Call:
     malformed: int = 0
     skipped_open: list[str] = field(default_factory=list)   # passed over: breaker open (request detail)
     trace_headers: dict[str, str] | None = None   # the client's traceparent/tracestate, only when tracing
+    api: str = "chat"              # the door it came in by: chat | responses | messages | embeddings | completions
+    extra: dict[str, Any] = field(default_factory=dict)   # the door's own notes, for its answer
+    dropped: list[str] = field(default_factory=list)      # what a translation left out, named (x-patchbay-dropped)
 
     def overhead_ms(self) -> float:
         """Time the gateway spent on its own CPU: translation, parsing, policy, logging, the client's I/O."""

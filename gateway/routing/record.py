@@ -28,7 +28,7 @@ def record(rt: Runtime, call: Call, outcome: str, status: int, target: Target | 
         overhead_ms=overhead_ms if overhead_ms is not None else call.overhead_ms(),
         prompt_tokens=(usage or {}).get("prompt_tokens"), completion_tokens=(usage or {}).get("completion_tokens"),
         cost=cost, error_class=err_cls, error_message=err_msg[:1000] if err_msg else None, drill_id=call.drill_id,
-        skipped_open=",".join(call.skipped_open) or None,
+        skipped_open=",".join(call.skipped_open) or None, api=call.api, dropped=",".join(call.dropped) or None,
     )
     if rt.config.store.log_bodies:
         try:
