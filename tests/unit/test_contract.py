@@ -17,7 +17,8 @@ import pytest
 
 from gateway.config_load import parse_config
 from gateway.routing.call import Answer, Call, Failed
-from gateway.routing.router import Continued, Interrupted, LiveStream, Router
+from gateway.routing.live import Continued, Interrupted, LiveStream
+from gateway.routing.router import Router
 from gateway.runtime import Runtime
 from tests.conftest import RecordingStore
 from tests.fake_transport import (
