@@ -113,8 +113,11 @@ def error_event(message: str, code: str) -> bytes:
 
 
 def headers_for(call: Call, target: str, overhead_ms: float) -> dict[str, str]:
-    return {"x-request-id": call.id, "x-patchbay-target": target,
-            "x-patchbay-attempts": str(len(call.attempts)), "x-patchbay-overhead-ms": f"{overhead_ms:.3f}"}
+    h = {"x-request-id": call.id, "x-patchbay-target": target,
+         "x-patchbay-attempts": str(len(call.attempts)), "x-patchbay-overhead-ms": f"{overhead_ms:.3f}"}
+    if call.dropped:   # what the answering target was not sent (hints it cannot use), never silently
+        h["x-patchbay-dropped"] = ",".join(call.dropped)
+    return h
 
 
 def completion_body(call: Call, ans: Answer) -> bytes:

@@ -61,11 +61,11 @@ class Call:
         """The attempt's row in the request log (and its line in the client's 'what each target said')."""
         if err is None:
             self.attempts.append(AttemptRow(self.id, len(self.attempts) + 1, t.id, ts, lat_ms, "ok", status or 200,
-                                            None, continuation, self.drill_id))
+                                            None, continuation, self.drill_id, ",".join(self.dropped) or None))
             return
         self.attempts.append(AttemptRow(self.id, len(self.attempts) + 1, t.id, ts, lat_ms, err.cls.value,
                                         status if status is not None else err.status, err.message[:500],
-                                        continuation, self.drill_id))
+                                        continuation, self.drill_id, ",".join(self.dropped) or None))
         self.errors.append(f"{t.id}: {err}")
 
 

@@ -169,6 +169,7 @@ class Router:
             start = time.perf_counter()
             ts = time.time()
             err: VendorError | None = None
+            call.dropped = []   # set again when this attempt's request is translated
             t.inflight += 1
             try:
                 result = await attempt(t, fault, deadline)
@@ -259,11 +260,13 @@ class Router:
 
     def _translate(self, call: Call, t: Target, stream: bool, prefill: str | None = None) -> UpstreamRequest:
         try:
-            return t.adapter.chat_request(call.body, t.cfg.model, stream=stream, prefill=prefill)
+            req = t.adapter.chat_request(call.body, t.cfg.model, stream=stream, prefill=prefill)
         except VendorError:
             raise
         except (ValueError, TypeError, KeyError) as e:
             raise VendorError(ErrorClass.BAD_REQUEST, f"cannot translate request for {t.id}: {e}", 400) from None
+        call.dropped = list(req.dropped)   # the answering target's drops are the ones the client is told of
+        return req
 
     # ------------------------------------------------------------------ non-stream
 

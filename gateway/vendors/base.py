@@ -77,6 +77,7 @@ class UpstreamRequest:
     url: str
     headers: dict[str, str]
     body: bytes | None = None
+    dropped: tuple[str, ...] = ()   # what the client sent that this vendor cannot use and was left out, named
 
 
 @dataclass(slots=True)
