@@ -231,6 +231,10 @@ CHILD_WRITER = textwrap.dedent("""
 """)
 
 
+# the child is stopped once this many rows are committed: dozens of batches in, with more in flight
+KILL_AFTER_ROWS = 5_000
+
+
 def _run_child(path: Path) -> tuple[subprocess.Popen, int]:
     proc = subprocess.Popen([sys.executable, "-c", CHILD_WRITER, str(path)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=ROOT)
@@ -239,7 +243,7 @@ def _run_child(path: Path) -> tuple[subprocess.Popen, int]:
     for line in proc.stdout:
         if line.startswith("written"):
             written = int(line.split()[1])
-            if written >= 20_000:
+            if written >= KILL_AFTER_ROWS:
                 break
     return proc, written
 
@@ -248,7 +252,7 @@ def test_sigkill_during_writes_leaves_an_intact_database(tmp_path: Path) -> None
     path = tmp_path / "log.db"
     proc, reported = _run_child(path)
     try:
-        assert reported >= 20_000, proc.stderr.read() if proc.stderr else ""
+        assert reported >= KILL_AFTER_ROWS, proc.stderr.read() if proc.stderr else ""
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
