@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from gateway.config import VendorConfig
 from gateway.vendors import make_adapter
 from gateway.vendors.base import ErrorClass, UpstreamRequest, VendorError
-from gateway.vendors.gemini import GeminiAdapter, to_gemini_schema
+from gateway.vendors.gemini import GeminiAdapter
+from gateway.vendors.gemini_schema import to_gemini_schema
 from tests.translate_util import decode, fold, request_bodies, vendor_json
 
 VENDOR = VendorConfig("gemini", "gemini", "https://generativelanguage.googleapis.com", api_key_env="G",

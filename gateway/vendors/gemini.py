@@ -13,7 +13,7 @@ What does not map one-to-one, and what we do instead:
   calls are sent with Google's documented placeholder signature.
 - JSON Schemas (tool parameters, response_format json_schema) are converted to
   Gemini's OpenAPI-subset `Schema`: local `$ref`s inlined, `["x", "null"]`
-  types turned into `nullable`, unsupported keywords dropped.
+  types turned into `nullable`, unsupported keywords dropped (gemini_schema.py).
 - `parallel_tool_calls` has no Gemini equivalent and is ignored.
 - Prefill (only on targets configured with `prefill = true`): the partial
   answer is sent as a final `model` turn, which Gemini continues.
@@ -43,6 +43,7 @@ from gateway.vendors.base import (
     refine_400,
     status_class,
 )
+from gateway.vendors.gemini_schema import to_gemini_schema
 from gateway.vendors.translate import (
     args_json,
     as_int,
@@ -72,12 +73,6 @@ FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT",
 # Google's documented value for function calls whose real thought signature is unknown.
 PLACEHOLDER_SIGNATURE = "skip_thought_signature_validator"
 
-SCHEMA_SCALARS = ("format", "title", "description", "nullable", "maxItems", "minItems", "minProperties",
-                  "maxProperties", "minLength", "maxLength", "pattern", "example", "default", "minimum",
-                  "maximum", "propertyOrdering")
-SCHEMA_TYPES = {"string": "STRING", "number": "NUMBER", "integer": "INTEGER", "boolean": "BOOLEAN",
-                "array": "ARRAY", "object": "OBJECT", "null": "NULL"}
-SCHEMA_FORMATS = {"STRING": {"enum", "date-time"}, "INTEGER": {"int32", "int64"}, "NUMBER": {"float", "double"}}
 MISCONFIG_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED",
                                "API_KEY_HTTP_REFERRER_BLOCKED", "API_KEY_IP_ADDRESS_BLOCKED",
                                "SERVICE_DISABLED", "BILLING_DISABLED", "CONSUMER_INVALID",
@@ -424,93 +419,6 @@ def convert_messages(messages: Any, prefill: str | None) -> tuple[list[str], lis
         out.append({"role": "user", "parts": [{"text": "\n\n".join(system)}]})
         system = []
     return system, out
-
-
-def to_gemini_schema(schema: Any, defs: dict | None = None, depth: int = 0) -> dict:
-    """JSON Schema -> Gemini `Schema` (OpenAPI 3.0 subset); unconvertible pieces are dropped."""
-    if not isinstance(schema, dict) or depth > 24:
-        return {}
-    if defs is None:
-        defs = {}
-        for key in ("$defs", "definitions"):
-            d = schema.get(key)
-            if isinstance(d, dict):
-                defs.update(d)
-    ref = schema.get("$ref")
-    if isinstance(ref, str):
-        name = ref.rsplit("/", 1)[-1]
-        target = defs.get(name) if ref.startswith(("#/$defs/", "#/definitions/")) else None
-        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}} if isinstance(target, dict) else {}
-        return to_gemini_schema(merged, defs, depth + 1) if merged else {}
-    out: dict[str, Any] = {}
-    t = schema.get("type")
-    if isinstance(t, list):
-        kinds = [x for x in t if isinstance(x, str) and x != "null"]
-        if "null" in t:
-            out["nullable"] = True
-        if len(kinds) == 1:
-            t = kinds[0]
-        elif kinds:
-            out["anyOf"] = [{"type": SCHEMA_TYPES[k]} for k in kinds if k in SCHEMA_TYPES]
-            t = None
-        else:
-            t = None
-    if isinstance(t, str) and t in SCHEMA_TYPES:
-        out["type"] = SCHEMA_TYPES[t]
-    for key in SCHEMA_SCALARS:
-        if key in schema:
-            v = schema[key]
-            if key == "format" and v not in SCHEMA_FORMATS.get(out.get("type", ""), ()):
-                continue
-            if key == "propertyOrdering" and not (isinstance(v, list) and all(isinstance(x, str) for x in v)):
-                continue
-            out[key] = v
-    enum = schema.get("enum")
-    if "const" in schema and enum is None:
-        enum = [schema["const"]]
-    if isinstance(enum, list) and enum and all(isinstance(x, str) for x in enum):
-        out["enum"] = enum
-        out.setdefault("type", "STRING")
-    props = schema.get("properties")
-    if isinstance(props, dict):
-        out["properties"] = {str(k): to_gemini_schema(v, defs, depth + 1) for k, v in props.items()}
-        out.setdefault("type", "OBJECT")
-    req = schema.get("required")
-    if isinstance(req, list) and isinstance(props, dict):
-        req = [r for r in req if isinstance(r, str) and r in props]
-        if req:
-            out["required"] = req
-    items = schema.get("items")
-    if isinstance(items, dict):
-        out["items"] = to_gemini_schema(items, defs, depth + 1)
-        out.setdefault("type", "ARRAY")
-    for key in ("anyOf", "oneOf"):
-        alts = schema.get(key)
-        if isinstance(alts, list):
-            conv = []
-            for a in alts:
-                if isinstance(a, dict) and a.get("type") == "null":
-                    out["nullable"] = True
-                    continue
-                ca = to_gemini_schema(a, defs, depth + 1)
-                if ca:
-                    conv.append(ca)
-            if len(conv) == 1 and "type" not in out:
-                out.update(conv[0])
-            elif conv:
-                out["anyOf"] = conv
-    all_of = schema.get("allOf")
-    if isinstance(all_of, list):
-        for a in all_of:
-            ca = to_gemini_schema(a, defs, depth + 1)
-            for k, v in ca.items():
-                if k == "properties" and isinstance(out.get("properties"), dict):
-                    out["properties"] = {**out["properties"], **v}
-                elif k == "required" and isinstance(out.get("required"), list):
-                    out["required"] = out["required"] + [r for r in v if r not in out["required"]]
-                else:
-                    out.setdefault(k, v)
-    return out
 
 
 class GeminiStreamDecoder(StreamDecoder):
