@@ -93,7 +93,7 @@ PROFILE_BUCKETS = [
                                                             "aiohttp/streams.py")),
     ("serving client requests (aiohttp server protocol)", ("web_protocol.py", "web_request.py",
                                                            "web_response.py")),
-    ("upstream HTTP client (gateway/vendors/http.py)", ("gateway/vendors/http.py",)),
+    ("upstream HTTP client (gateway/vendors/http*.py)", ("gateway/vendors/http",)),
     ("router / server / runtime (gateway code)", ("gateway/",)),
     ("event loop itself (uvloop: epoll, recv, callbacks)", ("Runner.run",)),
 ]

@@ -27,7 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.vendors.http import ConnectFailed, Pool, _Conn, _Route
+from gateway.vendors.http import Pool, _Route
+from gateway.vendors.http_conn import _Conn
+from gateway.vendors.http_errors import ConnectFailed
 from tests.scripted_vendor import chunk, completion
 
 

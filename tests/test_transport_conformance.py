@@ -22,16 +22,16 @@ import zlib
 
 import pytest
 
-from gateway.vendors.http import (
+from gateway.vendors.http import Pool
+from gateway.vendors.http_errors import (
     ConnectFailed,
     ConnectionLost,
     InvalidHeader,
-    Pool,
     ProtocolError,
     ResponseTooLarge,
     UpstreamError,
-    _NoProxy,
 )
+from gateway.vendors.http_proxy import _NoProxy
 
 pytestmark = pytest.mark.timeout(20)
 

@@ -7,7 +7,8 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from gateway.vendors.http import ConnectFailed, ConnectionLost, Pool, ProtocolError
+from gateway.vendors.http import Pool
+from gateway.vendors.http_errors import ConnectFailed, ConnectionLost, ProtocolError
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ from gateway.config import split_hostport
 from gateway.parts import GatewayView
 from gateway.routing.faults import DrillFaultError, parse_drill_fault
 from gateway.runtime import Runtime, Target
-from gateway.vendors.http import UpstreamError
+from gateway.vendors.http_errors import UpstreamError
 from store.records import DrillRow, new_id
 
 log = logging.getLogger("patchbay.drills")

@@ -11,7 +11,7 @@ from gateway.routing.call import Call
 from gateway.routing.verdicts import NO_VERDICT, TOO_LARGE
 from gateway.runtime import Runtime, Target
 from gateway.vendors.base import ErrorClass, VendorError, scrub
-from gateway.vendors.http import (
+from gateway.vendors.http_errors import (
     ConnectFailed,
     ConnectionLost,
     InvalidHeader,

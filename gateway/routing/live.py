@@ -22,7 +22,7 @@ from gateway.routing.stream import OpenStream, StreamState
 from gateway.routing.verdicts import NO_VERDICT, TOTAL_TIMEOUT
 from gateway.runtime import Target
 from gateway.vendors.base import ErrorClass, StreamDelta, VendorError
-from gateway.vendors.http import ConnectionLost, ProtocolError
+from gateway.vendors.http_errors import ConnectionLost, ProtocolError
 
 if TYPE_CHECKING:   # the router builds LiveStreams; at run time this module never imports it
     from gateway.routing.router import Router

@@ -26,7 +26,9 @@ from gateway.routing.stream import OpenStream
 from gateway.routing.verdicts import NO_VERDICT, SHUTDOWN, TOO_LARGE, TOTAL_TIMEOUT, timeout_error
 from gateway.runtime import Runtime, Target
 from gateway.vendors.base import ChatResult, ErrorClass, UpstreamRequest, VendorError, scrub, scrub_text
-from gateway.vendors.http import Pool, ProtocolError, Response, ResponseTooLarge
+from gateway.vendors.http import Pool
+from gateway.vendors.http_conn import Response
+from gateway.vendors.http_errors import ProtocolError, ResponseTooLarge
 
 log = logging.getLogger("patchbay")
 

@@ -10,7 +10,8 @@ import time
 
 from gateway.runtime import Target
 from gateway.vendors.base import StreamDelta, VendorError, scrub
-from gateway.vendors.http import ProtocolError, Response, UpstreamError
+from gateway.vendors.http_conn import Response
+from gateway.vendors.http_errors import ProtocolError, UpstreamError
 from gateway.vendors.sse import EventTooLarge, SSEParser
 
 

@@ -8,6 +8,11 @@ drills all use this one client, so what is tested here is what production
 traffic, health probes and synthetic drills see alike (DESIGN.md: it is kept
 only while it passes tests/test_transport_conformance.py).
 
+This module holds the pool (routing, connecting, reuse, sending a request);
+one connection and its response are gateway/vendors/http_conn.py, proxies and
+the CONNECT tunnel gateway/vendors/http_proxy.py, the exceptions
+gateway/vendors/http_errors.py.
+
 Why it is strict: a pooled connection is shared by unrelated clients of the
 gateway, so any doubt about where one response ends is a cross-client leak
 (the next caller would read the previous caller's answer). Hence:
@@ -50,7 +55,7 @@ TLS uses ssl.create_default_context() (honours SSL_CERT_FILE/SSL_CERT_DIR) or
 a per-request `ca_file` bundle; one SSLContext is cached per bundle.
 Connections are pooled per (scheme, host, port, proxy, ca_file).
 
-Exceptions (all UpstreamError, which the router maps onto the failover contract):
+Exceptions (http_errors.py; all UpstreamError, which the router maps onto the failover contract):
   ConnectFailed     refused, DNS, TLS verification, proxy refusal, connect timeout,
                     invalid URL: nothing was sent.
   InvalidHeader     (a ConnectFailed and a ValueError) a request header name or
@@ -74,522 +79,33 @@ https:// or socks proxies, more than one request in flight per connection.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import inspect
-import ipaddress
 import os
 import re
 import socket
 import ssl
 import time
-import zlib
 from asyncio import staggered
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-import httptools
+from gateway.vendors.http_conn import Response, _Conn
+from gateway.vendors.http_errors import ConnectFailed, InvalidHeader
+from gateway.vendors.http_proxy import _host_port, _is_loopback, _NoProxy, _Proxy, _Tunnel
 
-PAUSE_AT = 1 << 20        # stop reading from the vendor when this much body waits unread
 IDLE_TTL = 30.0           # drop pooled connections idle longer than this (vendors close ~60 s)
 MAX_IDLE_PER_HOST = 512
 HEADER_LIMIT = 64 << 10   # response header block, including skipped 1xx blocks
 BODY_LIMIT = 32 << 20     # default limit on a (decoded) response body; None = unlimited (streams)
-STREAM_INFLATE_MAX = 8 << 20   # streams: one compressed packet may not inflate past this
 HAPPY_EYEBALLS_DELAY = 0.25
 
-__all__ = [
-    "BODY_LIMIT",
-    "HEADER_LIMIT",
-    "ConnectFailed",
-    "ConnectionLost",
-    "InvalidHeader",
-    "Pool",
-    "ProtocolError",
-    "Response",
-    "ResponseTooLarge",
-    "UpstreamError",
-]
-
-
-class UpstreamError(Exception):
-    """A network or protocol failure talking to a vendor."""
-
-
-class ConnectFailed(UpstreamError):
-    """Refused, DNS, TLS, proxy or connect timeout: nothing was sent."""
-
-
-class InvalidHeader(ConnectFailed, ValueError):
-    """A request header name or value that would break the request framing: refused, nothing was sent."""
-
-
-class ConnectionLost(UpstreamError):
-    """The connection broke; `before_headers` says whether any response had started."""
-
-    def __init__(self, message: str, before_headers: bool):
-        super().__init__(message)
-        self.before_headers = before_headers
-
-
-class ProtocolError(UpstreamError):
-    """The vendor's bytes are not acceptable HTTP/1.1 (the connection is closed)."""
-
-    def __init__(self, message: str, before_headers: bool = True):
-        super().__init__(message)
-        self.before_headers = before_headers
-
-
-class ResponseTooLarge(UpstreamError):
-    """The response body passed the request's body_limit (the connection is closed)."""
-
-    before_headers = False
-
-
-class _Stop(Exception):
-    """Raised from a parser callback to stop parsing (the reason is in _Conn.error or is 'trailing bytes')."""
-
+__all__ = ["BODY_LIMIT", "HEADER_LIMIT", "Pool"]
 
 _DEFAULT: Any = object()      # body_limit not given: the pool's default
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-
-
-def _host_port(host: str, port: int | None) -> str:
-    """Host[:port] as it appears in Host, CONNECT and absolute URLs: IPv6 literals bracketed."""
-    h = f"[{host}]" if ":" in host else host
-    return h if port is None else f"{h}:{port}"
-
-
-class _Conn(asyncio.Protocol):
-    """One keep-alive connection; parses responses with llhttp (httptools)."""
-
-    def __init__(self, key: tuple, pool: Pool):
-        self.key = key
-        self.pool = pool
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
-        self.closed = False
-        self.idle = False
-        self.idle_since = 0.0
-        self.header_limit = pool.header_limit
-        self.body_limit: int | None = None
-        self.interim = False
-        self.decoder: Any = None
-        self.body: deque[bytes] = deque()
-        self._reset()
-
-    def _reset(self) -> None:
-        # (interim and decoder are back to False/None whenever a response completes)
-        self.status = 0
-        self.headers: dict[str, str] = {}
-        self.headers_done = False
-        self.complete = False
-        self.keep_alive = True
-        self.cl_dropped = False     # a Content-Length we removed after decoding (see connection_lost)
-        self.head_bytes = 0         # bytes fed while the final header block was incomplete
-        self.head_size = 0          # header bytes counted field by field (covers the last packet)
-        self.buffered = 0          # (self.body is empty here: only a fully read connection is reused)
-        self.received = 0
-        self.paused = False
-        self.error: UpstreamError | None = None
-        self.waiter: asyncio.Future | None = None
-
-    # asyncio.Protocol
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        if self.complete or self.idle:
-            self._poison()  # nothing may follow a response: it would reach the next caller
-            return
-        if not self.headers_done:
-            self.head_bytes += len(data)
-        try:
-            self.parser.feed_data(data)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as e:
-            if self.complete:
-                self._poison()  # bytes after the response, in the same packet
-                return
-            if self.error is None:
-                self.error = ProtocolError(f"vendor sent malformed HTTP ({e})", not self.headers_done)
-            self._abort()
-            self._wake()
-            return
-        if not self.headers_done and self.head_bytes > self.header_limit:
-            self._fail(ProtocolError(f"vendor's response header block exceeds {self.header_limit} bytes"))
-
-    def eof_received(self) -> bool:
-        return False  # close the transport; connection_lost follows
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        self.pool._all.discard(self)
-        if self.complete or self.error is not None or self.idle:
-            pass
-        elif self.headers_done and not self._framed():
-            try:
-                self._finish_decoding()
-                self.complete = True  # a body delimited by the connection closing
-            except _Stop:
-                pass
-        else:
-            what = "before response headers" if not self.headers_done else "while reading the response"
-            reason = f": {exc}" if exc else ""
-            self.error = ConnectionLost(f"connection lost {what}{reason}", not self.headers_done)
-        self._wake()
-
-    def _framed(self) -> bool:
-        """Content-Length or chunked; else the body is delimited by the connection closing."""
-        h = self.headers
-        return self.cl_dropped or "content-length" in h or "transfer-encoding" in h or self.status in (204, 304)
-
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        if self.complete:
-            raise _Stop  # a second response after the final one: poison (see data_received)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        size = self.head_size = self.head_size + len(name) + len(value) + 4
-        if size > self.header_limit:  # stop before a flood of small fields costs CPU
-            self.error = ProtocolError(f"vendor's response header block exceeds {self.header_limit} bytes",
-                                       not self.headers_done)
-            raise _Stop
-        if self.headers_done:
-            return  # chunked trailers: not part of the response headers
-        key = name.decode("latin-1").lower()
-        val = value.decode("latin-1")
-        prev = self.headers.get(key)
-        self.headers[key] = f"{prev}, {val}" if prev is not None else val
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if status < 200:
-            if status == 101:
-                self.error = ProtocolError("vendor switched protocols (101) without being asked")
-                raise _Stop
-            self.interim = True  # 100 Continue, 103 Early Hints...: skipped (RFC 9110 15.2)
-            self.headers = {}
-            return
-        h = self.headers
-        self.status = status
-        self.keep_alive = self.parser.should_keep_alive()
-        enc = h.get("content-encoding")
-        if enc is not None:
-            e = enc.strip().lower()
-            if e in ("gzip", "x-gzip"):
-                self.decoder = zlib.decompressobj(zlib.MAX_WBITS | 16)
-            elif e == "deflate":
-                self.decoder = _Deflate()
-            elif e != "identity" and e != "":
-                self.error = ProtocolError(
-                    f"vendor sent Content-Encoding {enc.strip()[:40]!r}, which was not asked for "
-                    "(Accept-Encoding: identity) and cannot be decoded")
-                raise _Stop
-            if self.decoder is not None:  # the body handed on is decoded: say so
-                del h["content-encoding"]
-                self.cl_dropped = h.pop("content-length", None) is not None
-        self.headers_done = True
-        self._wake()
-
-    def on_body(self, body: bytes) -> None:
-        if self.decoder is not None:
-            body = self._decode(body)
-            if not body:
-                return
-        self._add(body)
-
-    def on_message_complete(self) -> None:
-        if self.interim:
-            self.interim = False
-            return
-        if self.decoder is not None:
-            self._finish_decoding()
-        self.complete = True
-        self._wake()
-
-    # body handling
-    def _add(self, body: bytes) -> None:
-        self.received += len(body)
-        limit = self.body_limit
-        if limit is not None and self.received > limit:
-            self._too_large(limit)
-        self.body.append(body)
-        self.buffered += len(body)
-        if self.buffered > PAUSE_AT and not self.paused and self.transport is not None:
-            self.transport.pause_reading()
-            self.paused = True
-        self._wake()
-
-    def _too_large(self, limit: int) -> None:
-        self.body.clear()  # raise at once, and free what waits unread
-        self.buffered = 0
-        self.error = ResponseTooLarge(f"vendor's response body exceeds the limit of {limit} bytes")
-        raise _Stop
-
-    def _decode(self, data: bytes) -> bytes:
-        limit = self.body_limit
-        # max_length: never inflate more than one byte past the limit, whatever the ratio; a stream
-        # (no body limit) may not inflate one packet past STREAM_INFLATE_MAX either
-        room = STREAM_INFLATE_MAX + 1 if limit is None else max(1, limit - self.received + 1)
-        d = self.decoder
-        if d.eof:  # (zlib would append these bytes to unused_data: quadratic copying, nothing decoded)
-            self._after_end()
-        try:
-            out = d.decompress(data, room)
-        except zlib.error as e:
-            self.error = ProtocolError(f"vendor sent a corrupt compressed body ({e})", False)
-            raise _Stop from None
-        if d.eof and d.unused_data:
-            self._after_end()
-        if limit is None and len(out) > STREAM_INFLATE_MAX:
-            self.error = ProtocolError(f"one compressed packet of the vendor's stream inflates past "
-                                       f"{STREAM_INFLATE_MAX} bytes", False)
-            raise _Stop
-        return out
-
-    def _after_end(self) -> None:
-        """Bytes after the end of the compressed stream (in the same body): where does this body end?
-        Not trustworthy; the connection is dropped."""
-        self.body.clear()
-        self.buffered = 0
-        self.error = ProtocolError("vendor sent bytes after the end of its compressed body", False)
-        raise _Stop
-
-    def _finish_decoding(self) -> None:
-        d = self.decoder
-        if d is not None:
-            self.decoder = None
-            try:
-                tail = d.flush()
-            except zlib.error as e:
-                self.error = ProtocolError(f"vendor sent a corrupt compressed body ({e})", False)
-                raise _Stop from None
-            if tail:
-                self._add(tail)
-            if not d.eof:
-                self.error = ProtocolError("vendor's compressed body ends before the compressed stream does", False)
-                raise _Stop
-
-    # helpers
-    def _wake(self) -> None:
-        w = self.waiter
-        if w is not None and not w.done():
-            w.set_result(None)
-
-    async def wait(self) -> None:
-        self.waiter = asyncio.get_running_loop().create_future()
-        try:
-            await self.waiter
-        finally:
-            self.waiter = None
-
-    def _fail(self, error: UpstreamError) -> None:
-        if self.error is None:
-            self.error = error
-        self._abort()
-        self._wake()
-
-    def _poison(self) -> None:
-        """The connection can no longer be trusted; what was already parsed stays readable."""
-        self.keep_alive = False
-        self._abort()
-
-    def _abort(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
-
-
-class _Deflate:
-    """'deflate' as sent in the wild: zlib-wrapped (RFC 9110) or, by some servers, raw."""
-
-    def __init__(self) -> None:
-        self.d = zlib.decompressobj(zlib.MAX_WBITS)
-        self.started = False
-
-    def decompress(self, data: bytes, max_length: int) -> bytes:
-        if not self.started:
-            self.started = True
-            try:
-                return self.d.decompress(data, max_length)
-            except zlib.error:
-                self.d = zlib.decompressobj(-zlib.MAX_WBITS)
-        return self.d.decompress(data, max_length)
-
-    def flush(self) -> bytes:
-        return self.d.flush()
-
-    @property
-    def eof(self) -> bool:
-        return self.d.eof
-
-    @property
-    def unused_data(self) -> bytes:
-        return self.d.unused_data
-
-
-class Response:
-    """A vendor's response; headers are read, the body is read on demand."""
-
-    __slots__ = ("_conn", "_done", "_ended", "_pool", "headers", "status")
-
-    def __init__(self, conn: _Conn, pool: Pool):
-        self._conn = conn
-        self._pool = pool
-        self.status = conn.status
-        self.headers = conn.headers     # names lower-cased
-        self._done = False
-        self._ended = False             # the whole body was handed to the caller
-
-    async def read_chunk(self) -> bytes:
-        """The next piece of (decoded) body; b"" at the end. Raises ConnectionLost on a cut,
-        ResponseTooLarge past the body limit, ProtocolError on corrupt framing or encoding.
-        After release()/close(): b"" only if the whole body had been read; else ConnectionLost
-        (a b"" would look like a clean end of a truncated body)."""
-        if self._done:  # the connection may already serve someone else: never look at it
-            if self._ended:
-                return b""
-            raise ConnectionLost("response was closed before its body was read to the end", False)
-        c = self._conn
-        while True:
-            if c.body:
-                chunk = c.body.popleft()
-                c.buffered -= len(chunk)
-                if c.paused and c.buffered < PAUSE_AT // 2 and c.transport is not None:
-                    c.transport.resume_reading()
-                    c.paused = False
-                return chunk
-            if c.complete:
-                self._ended = True
-                self.release()
-                return b""
-            if c.error is not None:
-                raise c.error
-            await c.wait()
-
-    async def read(self, limit: int | None = None) -> bytes:
-        """The whole body (or its first `limit` bytes, then the connection is dropped)."""
-        parts: list[bytes] = []
-        size = 0
-        while True:
-            chunk = await self.read_chunk()
-            if not chunk:
-                break
-            parts.append(chunk)
-            size += len(chunk)
-            if limit is not None and size >= limit:
-                self.close()
-                break
-        data = b"".join(parts)
-        return data if limit is None else data[:limit]
-
-    def release(self) -> None:
-        """Back to the pool if the exchange finished cleanly, else closed."""
-        if self._done:
-            return
-        self._done = True
-        c = self._conn
-        if c.complete and not c.body and c.error is None:
-            self._ended = True
-        if c.complete and c.keep_alive and not c.closed and not c.body and c.error is None:
-            self._pool._put_back(c)
-        else:
-            c._abort()
-
-    def close(self) -> None:
-        """Stop now (e.g. a cut stream or an abandoned body): the connection is not reused."""
-        if not self._done:
-            self._done = True
-            c = self._conn
-            if c.complete and not c.body and c.error is None:
-                self._ended = True
-            c._abort()
-
-
-def _is_loopback(host: str) -> bool:
-    """Loopback never goes through a proxy from the environment (as Go's net/http decides): a gateway
-    beside a local model server (vLLM, Ollama) or its own drills must not be routed to a corporate proxy."""
-    h = host.lower().rstrip(".")
-    if h == "localhost" or h.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(h).is_loopback
-    except ValueError:
-        return False
-
-
-class _NoProxy:
-    """NO_PROXY: hosts, domain suffixes (with or without a leading dot), '*', host:port, IPs and CIDRs."""
-
-    def __init__(self, spec: str):
-        self.all = False
-        self.rules: list[tuple[Any, str, int | None]] = []
-        for raw in spec.split(","):
-            e = raw.strip().lower()
-            if not e:
-                continue
-            if e == "*":
-                self.all = True
-                continue
-            port = None
-            if e.startswith("["):
-                e, _, rest = e[1:].partition("]")
-                if rest[:1] == ":" and rest[1:].isdigit():
-                    port = int(rest[1:])
-            elif e.count(":") == 1:
-                h, _, p = e.partition(":")
-                if p.isdigit():
-                    e, port = h, int(p)
-            try:
-                net = ipaddress.ip_network(e, strict=False)
-            except ValueError:
-                net = None
-            name = e[2:] if e.startswith("*.") else e.lstrip(".")
-            self.rules.append((net, name.rstrip("."), port))
-
-    def bypass(self, host: str, port: int) -> bool:
-        if self.all:
-            return True
-        h = host.lower().rstrip(".")
-        try:
-            ip: Any = ipaddress.ip_address(h)
-        except ValueError:
-            ip = None
-        for net, name, p in self.rules:
-            if p is not None and p != port:
-                continue
-            if net is not None:
-                if ip is not None and ip.version == net.version and ip in net:
-                    return True
-            elif name and (h == name or h.endswith("." + name)):
-                return True
-        return False
-
-
-class _Proxy:
-    __slots__ = ("auth", "host", "label", "port", "url")
-
-    def __init__(self, url: str):
-        self.url = url
-        if "://" not in url:
-            url = "http://" + url  # like curl: a bare host:port is an http proxy
-        u = urlsplit(url)
-        if u.scheme.lower() != "http":
-            raise ConnectFailed(f"proxy scheme {u.scheme!r} is not supported (only http:// proxies)")
-        try:
-            host, port = u.hostname, u.port or 80
-        except ValueError:
-            host = None
-        if not host:
-            raise ConnectFailed("invalid proxy URL (not shown: it may hold credentials)")
-        self.host, self.port = host, port
-        self.label = f"http://{_host_port(host, port)}"  # never the credentials
-        self.auth = None
-        if u.username is not None or u.password is not None:
-            cred = f"{unquote(u.username or '')}:{unquote(u.password or '')}".encode()
-            self.auth = b"Proxy-Authorization: Basic " + base64.b64encode(cred) + b"\r\n"
 
 
 class _Route:
@@ -602,32 +118,6 @@ class _Route:
         self.key, self.head, self.host, self.port, self.tls = key, head, host, port, tls
         self.proxy, self.ca_file = proxy, ca_file
         self.where = _host_port(host, port) + (f" via proxy {proxy.label}" if proxy else "")
-
-
-class _Tunnel(asyncio.Protocol):
-    """Reads a proxy's answer to CONNECT; the TLS session to the vendor then takes the transport over."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-        self.buf = bytearray()
-        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
-
-    def data_received(self, data: bytes) -> None:
-        if self.done.done():
-            self.buf += data  # bytes before our TLS hello: an anomaly, checked by the caller
-            return
-        self.buf += data
-        if b"\r\n\r\n" in self.buf:
-            self.done.set_result(None)
-        elif len(self.buf) > self.limit:
-            self.done.set_exception(ConnectFailed("proxy's answer to CONNECT is too large"))
-
-    def eof_received(self) -> bool:
-        return False
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.done.done():
-            self.done.set_exception(ConnectFailed("proxy closed the connection during CONNECT"))
 
 
 class Pool:
