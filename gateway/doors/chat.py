@@ -19,8 +19,9 @@ from aiohttp import web
 
 from gateway.doors.base import Parsed
 from gateway.routing.call import Answer, Call, ClientError, Failed
+from gateway.routing.live import Continued, Interrupted, LiveStream
 from gateway.routing.record import record, record_failed
-from gateway.routing.router import Continued, Interrupted, LiveStream, Router
+from gateway.routing.router import Router
 from gateway.routing.stream import with_total
 from gateway.runtime import Target
 from gateway.vendors.base import StreamDelta

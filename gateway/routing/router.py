@@ -21,7 +21,7 @@ from gateway.config import Config
 from gateway.routing.attempt import NET_ERRORS, net_error, settle
 from gateway.routing.call import Answer, Call, ClientError, Failed
 from gateway.routing.faults import DrillFault, apply_fault
-from gateway.routing.live import Continued, Interrupted, LiveStream  # noqa: F401 - TEMP: chat.py imports these here
+from gateway.routing.live import LiveStream
 from gateway.routing.stream import OpenStream
 from gateway.routing.verdicts import NO_VERDICT, SHUTDOWN, TOO_LARGE, TOTAL_TIMEOUT, timeout_error
 from gateway.runtime import Runtime, Target
