@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from store import AttemptRow, EventRow, History, RequestRow, encode_cursor  # noqa: E402
-from store.writer import Sink  # noqa: E402
+from store.sink import Sink  # noqa: E402
 
 ROUTES = [("chat", 0.70), ("chat-fast", 0.15), ("summarise", 0.10), ("embed-fallback", 0.04), ("batch", 0.01)]
 TARGETS = ["openai/gpt-4.1", "anthropic/claude-sonnet-4-20250514", "deepseek/deepseek-chat",

@@ -8,7 +8,8 @@ from .cli import format_history_table, history_main
 from .history import BadCursor, History, decode_cursor, encode_cursor
 from .records import AttemptRow, DrillRow, EventRow, RequestRow, new_id
 from .schema import SCHEMA_VERSION, SchemaError, ensure_schema
-from .writer import Sink, Store
+from .sink import Sink
+from .writer import Store
 
 __all__ = [
     "AttemptRow", "BadCursor", "DrillRow", "EventRow", "History", "RequestRow", "SCHEMA_VERSION",

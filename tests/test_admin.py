@@ -13,7 +13,7 @@ import pytest
 
 from store.history import History
 from store.records import AttemptRow, RequestRow
-from store.writer import Sink
+from store.sink import Sink
 
 TOKEN = "adm-7f3c-secret-token-value"
 ENV = {"PATCHBAY_ADMIN_TOKEN": TOKEN}
