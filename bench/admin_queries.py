@@ -33,7 +33,7 @@ from store_queries import ensure_log  # noqa: E402
 from gateway.app import Gateway  # noqa: E402
 from gateway.config_load import parse_config  # noqa: E402
 from gateway.mock.server import start_mock, vendor_configs  # noqa: E402
-from store.history import encode_cursor  # noqa: E402
+from store.history_sql import encode_cursor  # noqa: E402
 
 TOKEN = "bench-admin-token"
 TARGET_MS = 50.0

@@ -5,7 +5,8 @@ the admin API and `patchbay history`; `history_main` is the CLI entry point.
 """
 
 from .cli import format_history_table, history_main
-from .history import BadCursor, History, decode_cursor, encode_cursor
+from .history import History
+from .history_sql import BadCursor, decode_cursor, encode_cursor
 from .records import AttemptRow, DrillRow, EventRow, RequestRow, new_id
 from .schema import SCHEMA_VERSION, SchemaError, ensure_schema
 from .sink import Sink

@@ -14,7 +14,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from .history import LIST_COLUMNS, History
+from .history import History
+from .history_sql import LIST_COLUMNS
 
 _COLUMNS = ("time (UTC)", "route", "target", "outcome", "status", "att", "latency", "ttft", "tokens", "cost", "error",
             "request id")

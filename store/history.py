@@ -3,7 +3,8 @@
 Every page is a keyset page on (ts, id) descending -- never OFFSET -- so page
 1,000 of a million-row log costs the same as page 1, and rows arriving while an
 operator pages never shift or repeat what they see. The cursor is opaque
-(base64 of the last row's ts and id).
+(base64 of the last row's ts and id). The SQL a request search is built from,
+and the cursor, are in store/history_sql.py; this module runs it.
 
 Reads use their own connections, one per thread (the admin API calls these
 from a thread executor), opened read-only in spirit (`query_only`), so they can
@@ -14,90 +15,32 @@ error.
 
 from __future__ import annotations
 
-import base64
 import heapq
-import json
 import os
-import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from . import rollups
-from .schema import BOOL_COLUMNS, JSON_COLUMNS, SCHEMA_VERSION
-
-#: columns returned in list pages (bodies only come with get_request)
-LIST_COLUMNS = (
-    "id", "ts", "route", "stream", "outcome", "http_status", "client_key_id", "final_target", "model",
-    "attempts", "failovers", "latency_ms", "ttft_ms", "overhead_ms", "prompt_tokens", "completion_tokens",
-    "cost", "error_class", "error_message", "drill_id",
+from .history_sql import (
+    LIST_COLUMNS,
+    MAX_BRANCHES,
+    any_of,
+    as_list,
+    base_filters,
+    decode_cursor,
+    decode_row,
+    like_escape,
+    merge_page,
+    q_branches,
 )
-
-#: below this many FTS matches, fetch them all and sort; above, walk the time index
-_SPARSE_MATCHES = 2000
-#: most sub-queries one filter may expand into (lists of routes x targets x outcomes, q matches)
-_MAX_BRANCHES = 64
+from .schema import SCHEMA_VERSION
 
 #: windows up to this long are grouped from the rows themselves; longer ones read the roll-ups
 RAW_SERIES_S = 900.0
 #: the longest a request may last (its attempts start within this of its own start)
 MAX_REQUEST_S = 3600.0
-
-_ID_RE = re.compile(r"^[A-Za-z]+_[0-9a-f]{12,}$")
-
-
-class BadCursor(ValueError):
-    """The cursor string was not produced by this store (bad input from a client)."""
-
-
-def encode_cursor(ts: float, id_: str) -> str:
-    raw = f"{ts!r}|{id_}".encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[float, str]:
-    try:
-        pad = "=" * (-len(cursor) % 4)
-        raw = base64.urlsafe_b64decode(cursor + pad).decode()
-        ts_text, id_ = raw.split("|", 1)
-        ts = float(ts_text)
-    except Exception as exc:
-        raise BadCursor(f"invalid cursor: {cursor[:40]!r}") from exc
-    if ts != ts:  # NaN
-        raise BadCursor("invalid cursor")
-    return ts, id_
-
-
-def _as_list(value: str | Sequence[str] | None) -> list[str] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return [value]
-    out = [v for v in value if v is not None]
-    return out
-
-
-def _like_escape(text: str) -> str:
-    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _fts_phrase(text: str) -> str:
-    return '"' + text.replace('"', '""') + '"'
-
-
-def _decode(table: str, row: dict[str, Any]) -> dict[str, Any]:
-    for name in JSON_COLUMNS[table]:
-        value = row.get(name)
-        if isinstance(value, str):
-            try:
-                row[name] = json.loads(value)
-            except ValueError:
-                pass
-    for name in BOOL_COLUMNS[table]:
-        if name in row and row[name] is not None:
-            row[name] = bool(row[name])
-    return row
 
 
 class History:
@@ -209,10 +152,10 @@ class History:
         if conn is None:
             return [], None
 
-        routes, targets, outcomes = _as_list(route), _as_list(target), _as_list(outcome)
+        routes, targets, outcomes = as_list(route), as_list(target), as_list(outcome)
         if routes == [] or targets == [] or outcomes == []:
             return [], None
-        base_where, base_params = _base_filters(since, until, drill_id, failover, after)
+        base_where, base_params = base_filters(since, until, drill_id, failover, after)
         if targets is not None:
             return self._by_attempts(conn, targets, routes, outcomes, since, q, limit, after,
                                      base_where, base_params)
@@ -225,7 +168,7 @@ class History:
             if values is None:
                 continue
             eq_sets = [combo + [(col, v)] for combo in eq_sets for v in values]
-        if len(eq_sets) > _MAX_BRANCHES:
+        if len(eq_sets) > MAX_BRANCHES:
             raise ValueError("too many filter combinations")
 
         text = (q or "").strip()
@@ -235,8 +178,8 @@ class History:
             if not text:
                 branches.append((where, params, None))
             else:
-                branches.extend(self._q_branches(conn, text, combo, where, params))
-        if len(branches) > _MAX_BRANCHES * 4:
+                branches.extend(q_branches(conn, text, combo, where, params))
+        if len(branches) > MAX_BRANCHES * 4:
             raise ValueError("search too broad; add a filter")
 
         cols = ", ".join(LIST_COLUMNS)
@@ -252,27 +195,27 @@ class History:
             results.append(rows)
         if text and len(text) >= 3:
             # the errors of attempts that failed over (a request's own error is only its last one)
-            where, params = _any_of(routes, outcomes, base_where, base_params)
+            where, params = any_of(routes, outcomes, base_where, base_params)
             results.append(self._walk_attempts(conn, "error IS NOT NULL AND error LIKE ? ESCAPE '\\'",
-                                               [_like_escape(text)], "attempts_err_ts", where, params,
+                                               [like_escape(text)], "attempts_err_ts", where, params,
                                                after, since, limit))
-        return _page(results, limit)
+        return merge_page(results, limit)
 
     def _by_attempts(self, conn: sqlite3.Connection, targets: list[str], routes: list[str] | None,
                      outcomes: list[str] | None, since: float | None, q: str | None, limit: int,
                      after: tuple[float, str] | None, base_where: list[str],
                      base_params: list[Any]) -> tuple[list[dict[str, Any]], str | None]:
         """Requests with any attempt on one of `targets`, the other filters applied to each request."""
-        where, params = _any_of(routes, outcomes, base_where, base_params)
+        where, params = any_of(routes, outcomes, base_where, base_params)
         text = (q or "").strip()
         if text:
-            like = _like_escape(text)
+            like = like_escape(text)
             where.append("(route LIKE ? ESCAPE '\\' OR final_target LIKE ? ESCAPE '\\' "
                          "OR error_class LIKE ? ESCAPE '\\' OR error_message LIKE ? ESCAPE '\\' OR id = ? "
                          "OR EXISTS (SELECT 1 FROM attempts a WHERE a.request_id = requests.id "
                          "AND a.error LIKE ? ESCAPE '\\'))")
             params.extend([like, like, like, like, text, like])
-        if len(targets) > _MAX_BRANCHES:
+        if len(targets) > MAX_BRANCHES:
             raise ValueError("too many filter combinations")
         cols = ", ".join(LIST_COLUMNS)
         results = []
@@ -283,7 +226,7 @@ class History:
                                       "ORDER BY ts DESC, id DESC LIMIT ?", [t, *params, limit + 1]))
             results.append(self._walk_attempts(conn, "target = ?", [t], "attempts_target_ts", where, params,
                                                after, since, limit))
-        return _page(results, limit)
+        return merge_page(results, limit)
 
     def _walk_attempts(self, conn: sqlite3.Connection, cond: str, cond_params: list[Any], index: str,
                        where: list[str], params: list[Any], after: tuple[float, str] | None,
@@ -330,62 +273,6 @@ class History:
             chunk = min(chunk * 2, 20_000)
         return sorted(found.values(), key=lambda r: (r["ts"], r["id"]), reverse=True)[:limit + 1]
 
-    def _q_branches(self, conn: sqlite3.Connection, text: str, combo: list[tuple[str, str]],
-                    where: list[str], params: list[Any]) -> list[tuple[list[str], list[Any], str | None]]:
-        """Sub-queries whose union is "rows matching text", each ordered by (ts, id) desc."""
-        out: list[tuple[list[str], list[Any], str | None]] = []
-        fixed = dict(combo)
-        needle = text.lower()
-        # route / target names: the small `names` table, matched in Python
-        for kind, col in (("route", "route"), ("target", "final_target")):
-            values = [v for (v,) in conn.execute("SELECT value FROM names WHERE kind = ?", (kind,))
-                      if needle in v.lower()]
-            for v in values:
-                if col in fixed and fixed[col] != v:
-                    continue
-                out.append((where + [f"{col} = ?"], params + [v], None))
-        # an exact request id
-        if _ID_RE.match(text):
-            out.append((where + ["id = ?"], params + [text], None))
-        # error class / message: few matches -> fetch them all and sort
-        rcols = ", ".join("r." + c for c in LIST_COLUMNS)
-        if len(text) >= 3:
-            n = conn.execute(
-                "SELECT count(*) FROM (SELECT rowid FROM requests_fts WHERE requests_fts MATCH ? LIMIT ?)",
-                (_fts_phrase(text), _SPARSE_MATCHES),
-            ).fetchone()[0]
-            if n == 0:
-                return out
-            if n < _SPARSE_MATCHES:
-                sql = (f"SELECT {rcols} FROM (SELECT rowid AS rid FROM requests_fts WHERE requests_fts MATCH ?) AS m "
-                       f"CROSS JOIN requests AS r ON r.rowid = m.rid WHERE 1{_qualify(where)} "
-                       "ORDER BY r.ts DESC, r.id DESC LIMIT ?")
-                out.append(([], [_fts_phrase(text)] + params, sql))
-                return out
-        # Otherwise walk an index already in (ts, id) order -- the first equality filter's,
-        # else the partial index of rows with error text -- and keep the matching rows.
-        index = {"route": "requests_route_ts", "final_target": "requests_target_ts",
-                 "outcome": "requests_outcome_ts"}.get(combo[0][0], "") if combo else "requests_err_ts"
-        cols = ", ".join(LIST_COLUMNS)
-        if len(text) >= 3 and combo:
-            # many matches and a filter: walk the filter's index, test membership in the
-            # match set (no table lookup for rows that do not match)
-            cond = " AND ".join(where)
-            sql = (f"SELECT {cols} FROM requests INDEXED BY {index} WHERE {cond} "
-                   "AND rowid IN (SELECT rowid FROM requests_fts WHERE requests_fts MATCH ?) "
-                   "ORDER BY ts DESC, id DESC LIMIT ?")
-            out.append(([], params + [_fts_phrase(text)], sql))
-        else:
-            # many matches and no filter (matches are dense among rows with error text, so
-            # the walk stops early), or too short for trigrams: compare the text itself
-            cond = " AND ".join(["error_message IS NOT NULL"] + where)
-            like = _like_escape(text)
-            sql = (f"SELECT {cols} FROM requests INDEXED BY {index} WHERE {cond} "
-                   "AND (error_message LIKE ? ESCAPE '\\' OR error_class LIKE ? ESCAPE '\\') "
-                   "ORDER BY ts DESC, id DESC LIMIT ?")
-            out.append(([], params + [like, like], sql))
-        return out
-
     def count_requests(
         self,
         route: str | None = None,
@@ -420,10 +307,10 @@ class History:
         rows = self._rows("SELECT * FROM requests WHERE id = ?", (id_,))
         if not rows:
             return None
-        req = _decode("requests", rows[0])
-        attempts = [_decode("attempts", r) for r in
+        req = decode_row("requests", rows[0])
+        attempts = [decode_row("attempts", r) for r in
                     self._rows("SELECT * FROM attempts WHERE request_id = ? ORDER BY n", (id_,))]
-        events = [_decode("events", r) for r in
+        events = [decode_row("events", r) for r in
                   self._rows("SELECT rowid AS id, * FROM events WHERE request_id = ? ORDER BY ts, rowid", (id_,))]
         req["attempt_count"] = req["attempts"]
         req["attempts"] = attempts
@@ -512,7 +399,7 @@ class History:
         sql = ("SELECT * FROM attempts INDEXED BY attempts_target_ts WHERE target = ? AND outcome != 'ok'"
                + (" AND ts >= ?" if since is not None else "") + " ORDER BY ts DESC LIMIT ?")
         params: list[Any] = [target] + ([float(since)] if since is not None else []) + [max(1, int(limit))]
-        return [_decode("attempts", r) for r in self._rows(sql, params)]
+        return [decode_row("attempts", r) for r in self._rows(sql, params)]
 
     def facets(self) -> dict[str, list[str]]:
         """Every route, final target and outcome ever logged (for filter pickers)."""
@@ -557,77 +444,16 @@ class History:
             params.append(int(before_id))
         sql = ("SELECT rowid AS id, ts, kind, target, route, detail, request_id FROM events"
                + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY rowid DESC LIMIT ?")
-        return [_decode("events", r) for r in self._rows(sql, params + [limit])]
+        return [decode_row("events", r) for r in self._rows(sql, params + [limit])]
 
     def list_drills(self, limit: int = 100) -> list[dict[str, Any]]:
         """Drills newest first, with their reports."""
-        return [_decode("drills", r) for r in
+        return [decode_row("drills", r) for r in
                 self._rows("SELECT * FROM drills ORDER BY started DESC LIMIT ?", (max(1, int(limit)),))]
 
     def get_drill(self, id_: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM drills WHERE id = ?", (id_,))
-        return _decode("drills", rows[0]) if rows else None
-
-
-def _base_filters(since: float | None, until: float | None, drill_id: str | None, failover: bool,
-                  after: tuple[float, str] | None) -> tuple[list[str], list[Any]]:
-    """The conditions every history query shares (time window, drill, failovers, keyset page)."""
-    where: list[str] = []
-    params: list[Any] = []
-    if failover:
-        where.append("failovers > 0")
-    if since is not None:
-        where.append("ts >= ?")
-        params.append(float(since))
-    if until is not None:
-        where.append("ts < ?")
-        params.append(float(until))
-    if drill_id is not None:
-        where.append("drill_id = ?")
-        params.append(drill_id)
-    if after is not None:
-        where.append("(ts, id) < (?, ?)")      # a row value: an index range, not a scan
-        params.extend(after)
-    return where, params
-
-
-def _any_of(routes: list[str] | None, outcomes: list[str] | None, where: list[str],
-            params: list[Any]) -> tuple[list[str], list[Any]]:
-    """`where` (copied) plus `route IN (...)` / `outcome IN (...)` for the lists given."""
-    where, params = list(where), list(params)
-    for col, values in (("route", routes), ("outcome", outcomes)):
-        if values is not None:
-            where.append(f"{col} IN ({', '.join('?' for _ in values)})")
-            params.extend(values)
-    return where, params
-
-
-def _page(results: list[list[dict[str, Any]]], limit: int) -> tuple[list[dict[str, Any]], str | None]:
-    """Merge branches (each newest first, up to limit+1 rows) into one page and its next cursor."""
-    if len(results) == 1:
-        merged = results[0]
-    else:
-        merged = []
-        seen: set[str] = set()
-        for row in heapq.merge(*results, key=lambda r: (r["ts"], r["id"]), reverse=True):
-            if row["id"] in seen:
-                continue
-            seen.add(row["id"])
-            merged.append(row)
-            if len(merged) > limit:
-                break
-    page = [_decode("requests", r) for r in merged[:limit]]
-    next_cursor = encode_cursor(page[-1]["ts"], page[-1]["id"]) if len(merged) > limit else None
-    return page, next_cursor
-
-
-def _qualify(where: list[str]) -> str:
-    """Prefix the shared filter terms with the `r.` alias for the FTS join."""
-    out = []
-    for w in where:
-        w = re.sub(r"\b(ts|id|route|final_target|outcome|drill_id)\b", r"r.\1", w)
-        out.append(w)
-    return "".join(" AND " + w for w in out)
+        return decode_row("drills", rows[0]) if rows else None
 
 
 def _percentile(sorted_values: list[float], p: float) -> float | None:

@@ -269,7 +269,7 @@ def test_reads_from_many_threads_while_writing(tmp_path: Path) -> None:
     ("ut", {"route": "embed"}),
 ])
 def test_both_search_strategies_agree(big, monkeypatch, threshold, q, filters) -> None:
-    import store.history as sh
+    import store.history_sql as sh
     monkeypatch.setattr(sh, "_SPARSE_MATCHES", threshold)
     path, rows = big
 

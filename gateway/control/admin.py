@@ -407,7 +407,7 @@ class Admin:
                   until=parse_time(q.get("until"), "until"), q=(q.get("q") or None), limit=limit,
                   cursor=(q.get("cursor") or None), drill_id=(q.get("drill_id") or None),
                   failover=_flag(q.get("failover"), "failover"))
-        from store.history import BadCursor
+        from store.history_sql import BadCursor
         try:
             rows, cursor = await self.in_thread(self.history().list_requests, **kw)
         except BadCursor as e:
