@@ -195,7 +195,7 @@ async def test_a_drill_on_a_target_that_serves_nothing_says_it_exercised_nothing
 
 
 def test_added_latency_is_never_a_negative_latency():
-    from gateway.control.drills import added_latency_words, report_rows
+    from gateway.control.drill_report import added_latency_words, report_rows
     assert [added_latency_words(v) for v in (None, -0.0, -0.4, 0.6, -100.4, 12.34, 1500.0)] == [
         "-", "none", "none", "none", "none (100ms faster)", "+12ms", "+1500ms"]
     rows = dict(report_rows({"requests": 5, "added_latency_ms": -3.25, "breaker_open_s": None}))

@@ -128,7 +128,7 @@ def request_detail(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def done_drill() -> dict[str, Any]:
-    from gateway.control.drills import report_rows  # the gateway's own wording, as its admin API sends it
+    from gateway.control.drill_report import report_rows  # the gateway's own wording, as its admin API sends it
     report = {"target": "openai/gpt-4.1", "fault": "error:503", "duration_s": 30.0,
               "time_to_detect_s": 0.412, "detected_by": "breaker_open", "breaker_open_s": 0.412,
               "time_to_failover_s": 0.018, "requests": 300, "requests_rerouted": 296,

@@ -28,7 +28,8 @@ import orjson
 from aiohttp import web
 
 from gateway.control import overrides
-from gateway.control.drills import DrillError, DrillManager, stored_json
+from gateway.control.drill_report import stored_json
+from gateway.control.drills import DrillError, DrillManager
 from gateway.parts import GatewayView
 from gateway.runtime import OperatorError, Runtime, Target
 
