@@ -345,7 +345,7 @@ def test_the_encoding_of_any_sdk_span_is_the_sdk_encoders(tmp_path):
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from opentelemetry.trace import Link, SpanContext, Status, StatusCode, TraceState
 
-    from gateway.control.tracing import SpanEncoder
+    from gateway.control.span_export import SpanEncoder
 
     memory = InMemorySpanExporter()
     for service in ("a", "b"):
