@@ -68,7 +68,7 @@ def cmd_history(args: argparse.Namespace) -> int:
         from tui.ops import history_remote
         return history_remote(args, history_params(args), write_history)
     cfg = _load(args.config)
-    from gateway.control.admin import AdminHTTPError, parse_time
+    from gateway.control.admin_http import AdminHTTPError, parse_time
     from store.cli import history_main
     try:
         since, until = parse_time(args.since, "since"), parse_time(args.until, "until")

@@ -20,7 +20,6 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
@@ -28,6 +27,16 @@ import orjson
 from aiohttp import web
 
 from gateway.control import overrides
+from gateway.control.admin_http import (
+    REL_TIME,
+    AdminHTTPError,
+    flag_param,
+    int_param,
+    json_error,
+    json_ok,
+    list_param,
+    parse_time,
+)
 from gateway.control.drill_report import stored_json
 from gateway.control.drills import DrillError, DrillManager
 from gateway.parts import GatewayView
@@ -40,7 +49,6 @@ HEARTBEAT_S = 15.0           # SSE comment when nothing else was sent
 MAX_BODY = 64 * 1024
 OPERATOR_HEADER = "X-Patchbay-Operator"
 _OPERATOR_OK = re.compile(r"[^A-Za-z0-9 ._@+\-]")
-_REL_TIME = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d)$")
 
 
 def _version() -> str:
@@ -52,67 +60,6 @@ def _version() -> str:
             return "0+unknown"
     except Exception:  # pragma: no cover
         return "0+unknown"
-
-
-class AdminHTTPError(Exception):
-    def __init__(self, status: int, message: str, code: str | None = None, param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.code, self.param = status, message, code, param
-
-
-def json_error(status: int, message: str, code: str | None = None, param: str | None = None,
-               headers: dict[str, str] | None = None) -> web.Response:
-    etype = {401: "authentication_error", 404: "not_found_error", 409: "conflict_error"}.get(
-        status, "invalid_request_error" if status < 500 else "server_error")
-    body = {"error": {"message": message, "type": etype, "param": param, "code": code}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json",
-                        headers=headers)
-
-
-def json_ok(obj: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS),
-                        content_type="application/json")
-
-
-def parse_time(value: str | None, name: str) -> float | None:
-    """Epoch seconds, ISO 8601 (UTC unless an offset is given) or a relative '15m' / '2h' / '1d' ago."""
-    if value is None or value == "":
-        return None
-    v = value.strip()
-    try:
-        return float(v)
-    except ValueError:
-        pass
-    m = _REL_TIME.match(v.lower())
-    if m:
-        n, unit = float(m.group(1)), m.group(2)
-        return time.time() - n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit]
-    try:
-        dt = datetime.fromisoformat(v.replace("Z", "+00:00"))
-    except ValueError:
-        raise AdminHTTPError(400, f"'{name}' must be epoch seconds, ISO 8601 time or a relative time like "
-                                  f"15m, 2h, 1d; got {value[:40]!r}", "invalid_value", name) from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
-
-
-def _list_param(value: str | None) -> list[str] | None:
-    if value is None or not value.strip():
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _flag(value: str | None, name: str) -> bool:
-    """A yes/no query parameter: 1/true/yes or 0/false/no (absent: no)."""
-    if value is None:
-        return False
-    v = value.strip().lower()
-    if v in ("", "0", "false", "no"):
-        return False
-    if v in ("1", "true", "yes"):
-        return True
-    raise AdminHTTPError(400, f"'{name}' must be 1 or 0; got {value[:20]!r}", "invalid_value", name)
 
 
 class Admin:
@@ -402,12 +349,12 @@ class Admin:
 
     async def get_requests(self, request: web.Request) -> web.Response:
         q = request.query
-        limit = _int_param(q, "limit", 50, 1, 1000)
-        kw = dict(route=_list_param(q.get("route")), target=_list_param(q.get("target")),
-                  outcome=_list_param(q.get("outcome")), since=parse_time(q.get("since"), "since"),
+        limit = int_param(q, "limit", 50, 1, 1000)
+        kw = dict(route=list_param(q.get("route")), target=list_param(q.get("target")),
+                  outcome=list_param(q.get("outcome")), since=parse_time(q.get("since"), "since"),
                   until=parse_time(q.get("until"), "until"), q=(q.get("q") or None), limit=limit,
                   cursor=(q.get("cursor") or None), drill_id=(q.get("drill_id") or None),
-                  failover=_flag(q.get("failover"), "failover"))
+                  failover=flag_param(q.get("failover"), "failover"))
         from store.history_sql import BadCursor
         try:
             rows, cursor = await self.in_thread(self.history().list_requests, **kw)
@@ -428,8 +375,8 @@ class Admin:
     async def get_events_recent(self, request: web.Request) -> web.Response:
         """Discrete events from SQLite, newest first (`kind`, `target`, `since`, `limit`, `before_id`)."""
         q = request.query
-        limit = _int_param(q, "limit", 100, 1, 1000)
-        before = _int_param(q, "before_id", None, 1, 2**63 - 1)
+        limit = int_param(q, "limit", 100, 1, 1000)
+        before = int_param(q, "before_id", None, 1, 2**63 - 1)
         rows = await self.in_thread(self.history().list_events, since=parse_time(q.get("since"), "since"),
                                     kind=q.get("kind") or None, limit=limit,
                                     before_id=before, target=q.get("target") or None)
@@ -441,7 +388,7 @@ class Admin:
         failed attempts, breaker transitions and state history."""
         t = self._target(request.match_info["id"])
         window = request.query.get("window", "1h")
-        m = _REL_TIME.match(window.strip().lower())
+        m = REL_TIME.match(window.strip().lower())
         if not m:
             raise AdminHTTPError(400, f"'window' must be a length like 5m, 1h or 24h; got {window[:20]!r}",
                                  "invalid_value", "window")
@@ -498,17 +445,3 @@ def make_admin_app(gateway: GatewayView, token: str) -> web.Application:
     app.on_cleanup.append(admin.on_cleanup)
     app[ADMIN_KEY] = admin
     return app
-
-
-def _int_param(q: Any, name: str, default: int | None, lo: int, hi: int) -> int | None:
-    """An integer query parameter within [lo, hi], or a 400 naming it (never a 500 from the database)."""
-    raw = q.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise AdminHTTPError(400, f"{name!r} must be an integer {lo}-{hi}.", "invalid_type", name) from None
-    if not lo <= value <= hi:
-        raise AdminHTTPError(400, f"{name!r} must be between {lo} and {hi}.", "invalid_value", name)
-    return value
