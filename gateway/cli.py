@@ -10,6 +10,7 @@ import argparse
 import logging
 import os
 import sys
+from typing import Any
 
 DEFAULT_CONFIG = "patchbay.toml"
 DEFAULT_ADMIN_URL = "http://127.0.0.1:4001"
@@ -108,20 +109,29 @@ def _control(name: str):
     return run
 
 
+def _with_config(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: patchbay.toml)")
+
+
+def _with_admin(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--admin-url", default=os.environ.get("PATCHBAY_ADMIN_URL"),
+                    help=f"admin API of a running gateway (default {DEFAULT_ADMIN_URL}); "
+                         "token from PATCHBAY_ADMIN_TOKEN")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="patchbay", description="LLM failover gateway with a terminal control panel")
     sub = p.add_subparsers(dest="command", required=True)
+    _add_gateway_commands(sub)
+    _add_history_command(sub)
+    _add_operator_commands(sub)
+    return p
 
-    def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (default: patchbay.toml)")
 
-    def with_admin(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--admin-url", default=os.environ.get("PATCHBAY_ADMIN_URL"),
-                        help=f"admin API of a running gateway (default {DEFAULT_ADMIN_URL}); "
-                             "token from PATCHBAY_ADMIN_TOKEN")
-
+def _add_gateway_commands(sub: Any) -> None:
+    """serve, check-config, mock, demo, tui: commands that run something here."""
     sp = sub.add_parser("serve", help="run the gateway")
-    with_config(sp)
+    _with_config(sp)
     sp.add_argument("--log-level", default="info")
     sp.add_argument("--log-format", choices=("text", "json"), default=None,
                     help="text (default) or json: one object per line with time, level, logger, message and "
@@ -129,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(func=cmd_serve)
 
     sp = sub.add_parser("check-config", help="validate a config file and exit non-zero on error")
-    with_config(sp)
+    _with_config(sp)
     sp.set_defaults(func=cmd_check_config)
 
     # `patchbay mock ...` hands its arguments to the fake vendors' own parser (see main()).
@@ -148,9 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--refresh", type=float, default=1.0, help="seconds between state refreshes")
     sp.set_defaults(func=cmd_tui)
 
+
+def _add_history_command(sub: Any) -> None:
+    """history: the request log, from a running gateway or its database file."""
     sp = sub.add_parser("history", help="recent requests from a running gateway (or, with -c, from its "
                                         "database file while it is down)")
-    with_admin(sp)
+    _with_admin(sp)
     sp.add_argument("-c", "--config", default=None,
                     help="read the request log of this config's database file instead of the admin API")
     sp.add_argument("--limit", type=_limit, default=20, help="rows, 1-1000 (default 20)")
@@ -167,33 +180,35 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", dest="format", action="store_const", const="csv", help="CSV with a header row")
     sp.set_defaults(func=cmd_history, format="table")
 
+
+def _add_operator_commands(sub: Any) -> None:
+    """status, order, disable, enable, drill: operator commands, through a running gateway's admin API."""
     sp = sub.add_parser("status", help="routes and target health of a running gateway")
-    with_admin(sp)
+    _with_admin(sp)
     sp.add_argument("--json", action="store_true", help="the gateway's /admin/state document as JSON")
     sp.set_defaults(func=_control("status"))
 
     sp = sub.add_parser("order", help="set a route's fallback order")
-    with_admin(sp)
+    _with_admin(sp)
     sp.add_argument("route")
     sp.add_argument("targets", nargs="+")
     sp.set_defaults(func=_control("order"))
 
     for verb in ("disable", "enable"):
         sp = sub.add_parser(verb, help=f"{verb} a target (vendor/model) or a whole vendor")
-        with_admin(sp)
+        _with_admin(sp)
         sp.add_argument("what", help="a target id like openai/gpt-4.1, or a vendor name like openai")
         if verb == "disable":
             sp.add_argument("--reason", default="")
         sp.set_defaults(func=_control(verb))
 
     sp = sub.add_parser("drill", help="run a failover drill on a target and print its report")
-    with_admin(sp)
+    _with_admin(sp)
     sp.add_argument("target")
     sp.add_argument("--fault", required=True, help="error:503 | error:429 | timeout | hang | latency:MS | stream_cut")
     sp.add_argument("--duration", type=float, default=30)
     sp.add_argument("--traffic", type=float, default=0, help="synthetic requests per second during the drill")
     sp.set_defaults(func=_control("drill"))
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
