@@ -12,6 +12,8 @@ What does not map one-to-one, and what we do instead:
   instruction (with the schema, if any) is appended to the system prompt.
 - Thinking blocks come back as `reasoning_content`; they are not sent back
   upstream (OpenAI history carries no signature for them).
+
+The stream decoder (events -> deltas) is in gateway/vendors/anthropic_stream.py.
 """
 
 from __future__ import annotations
@@ -22,12 +24,12 @@ from typing import Any
 import orjson
 
 from gateway.config import VendorConfig
+from gateway.vendors.anthropic_stream import AnthropicStreamDecoder, finish_reason, map_usage
 from gateway.vendors.base import (
     Adapter,
     ChatResult,
     ErrorClass,
     StreamDecoder,
-    StreamDelta,
     UpstreamRequest,
     VendorError,
     parse_retry_after,
@@ -36,7 +38,6 @@ from gateway.vendors.base import (
 )
 from gateway.vendors.translate import (
     args_json,
-    as_int,
     bad,
     content_parts,
     dumps,
@@ -53,14 +54,10 @@ from gateway.vendors.translate import (
     text_of,
     tool_calls_of,
     tool_choice,
-    usage_dict,
 )
 
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
-
-FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop", "max_tokens": "length",
-          "model_context_window_exceeded": "length", "tool_use": "tool_calls", "refusal": "content_filter"}
 
 # Anthropic error `type` -> contract row, for in-band stream errors and ambiguous statuses.
 ERROR_TYPES = {"overloaded_error": ErrorClass.SERVER, "api_error": ErrorClass.SERVER,
@@ -206,7 +203,7 @@ class AnthropicAdapter(Adapter):
         if thinking:
             message["reasoning_content"] = "".join(thinking)
         stop = obj.get("stop_reason")
-        finish = _finish(stop) if stop is not None else None
+        finish = finish_reason(stop) if stop is not None else None
         return ChatResult(message=message, finish_reason=finish, usage=map_usage(obj.get("usage")))
 
     def stream_decoder(self) -> StreamDecoder:
@@ -240,10 +237,6 @@ class AnthropicAdapter(Adapter):
         return VendorError(cls, message or f"vendor error {etype or ''}".strip(), status, None, etype)
 
 
-def _finish(stop: Any) -> str:
-    return FINISH.get(stop, "stop") if isinstance(stop, str) else "stop"
-
-
 def _error_fields(body: bytes) -> tuple[str, str | None]:
     """(message, error type) from {"type": "error", "error": {"type", "message"}}, tolerating anything."""
     try:
@@ -257,15 +250,6 @@ def _error_fields(body: bytes) -> tuple[str, str | None]:
     if isinstance(err, str):
         return err, None
     return body[:300].decode("utf-8", "replace"), None
-
-
-def map_usage(u: Any) -> dict[str, Any] | None:
-    """Anthropic counts cached input apart from input_tokens; OpenAI's prompt_tokens includes it."""
-    if not isinstance(u, dict):
-        return None
-    cached = as_int(u.get("cache_read_input_tokens"))
-    prompt = as_int(u.get("input_tokens")) + cached + as_int(u.get("cache_creation_input_tokens"))
-    return usage_dict(prompt, as_int(u.get("output_tokens")), cached)
 
 
 def _history_tool_names(messages: list[dict]) -> list[str]:
@@ -382,116 +366,3 @@ def convert_messages(messages: Any, prefill: str | None) -> tuple[list[str], lis
         if len(c) == 1 and c[0]["type"] == "text":
             msg["content"] = c[0]["text"]
     return system, out
-
-
-class AnthropicStreamDecoder(StreamDecoder):
-    """message_start .. content_block_* .. message_delta .. message_stop -> OpenAI deltas."""
-
-    def __init__(self, adapter: AnthropicAdapter):
-        super().__init__()
-        self._adapter = adapter
-        self._role_sent = False
-        self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
-        self._next_tool = 0
-        self._usage: dict[str, Any] = {}
-
-    def _role(self, out: list[StreamDelta]) -> None:
-        if not self._role_sent:
-            self._role_sent = True
-            out.append(StreamDelta({"role": "assistant"}))
-
-    def feed(self, event: str | None, data: str) -> list[StreamDelta]:
-        obj = self.load(data)
-        if obj is None:
-            return []
-        etype = obj.get("type") or event
-        if etype == "content_block_delta":
-            delta = obj.get("delta")
-            if not isinstance(delta, dict):
-                self.malformed += 1
-                return []
-            dtype = delta.get("type")
-            out: list[StreamDelta] = []
-            if not self._role_sent:
-                self._role(out)
-            if dtype == "text_delta":
-                text = delta.get("text")
-                if isinstance(text, str):
-                    out.append(StreamDelta({"content": text}))
-                    return out
-            elif dtype == "input_json_delta":
-                bi = obj.get("index")
-                idx = self._tools.get(bi) if isinstance(bi, int) else None
-                part = delta.get("partial_json")
-                if idx is not None and isinstance(part, str):
-                    if part:
-                        out.append(StreamDelta({"tool_calls": [{"index": idx, "function": {"arguments": part}}]}))
-                    return out
-            elif dtype == "thinking_delta":
-                text = delta.get("thinking")
-                if isinstance(text, str):
-                    out.append(StreamDelta({"reasoning_content": text}))
-                    return out
-            elif dtype in ("signature_delta", "citations_delta"):
-                return out
-            else:
-                return out  # a delta type from a newer API version: ignore, do not fail
-            self.malformed += 1
-            return out
-        if etype == "ping" or etype == "content_block_stop":
-            return []
-        if etype == "content_block_start":
-            block = obj.get("content_block")
-            if not isinstance(block, dict):
-                self.malformed += 1
-                return []
-            out = []
-            self._role(out)
-            btype = block.get("type")
-            if btype == "tool_use":
-                idx = self._next_tool
-                self._next_tool += 1
-                bi = obj.get("index")
-                if isinstance(bi, int):
-                    self._tools[bi] = idx
-                out.append(StreamDelta({"tool_calls": [{
-                    "index": idx, "id": str(block.get("id") or ""), "type": "function",
-                    "function": {"name": str(block.get("name") or ""), "arguments": ""}}]}))
-            elif btype == "text":
-                text = block.get("text")
-                if isinstance(text, str) and text:
-                    out.append(StreamDelta({"content": text}))
-            elif btype == "thinking":
-                text = block.get("thinking")
-                if isinstance(text, str) and text:
-                    out.append(StreamDelta({"reasoning_content": text}))
-            return out
-        if etype == "message_start":
-            msg = obj.get("message")
-            if isinstance(msg, dict) and isinstance(msg.get("usage"), dict):
-                self._merge_usage(msg["usage"])
-            out = []
-            self._role(out)
-            return out
-        if etype == "message_delta":
-            delta = obj.get("delta")
-            if isinstance(obj.get("usage"), dict):
-                self._merge_usage(obj["usage"])
-            stop = delta.get("stop_reason") if isinstance(delta, dict) else None
-            if stop is None:
-                return []
-            out = []
-            self._role(out)
-            out.append(StreamDelta({}, _finish(stop), map_usage(self._usage)))
-            return out
-        if etype == "message_stop":
-            self.done = True
-            return []
-        if etype == "error":
-            raise self._adapter._error_from(obj.get("error"), None)
-        return []  # unknown event type from a newer API version
-
-    def _merge_usage(self, u: dict) -> None:
-        for k, v in u.items():
-            if v is not None:
-                self._usage[k] = v
