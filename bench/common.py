@@ -552,44 +552,113 @@ _TOKEN_RE = re.compile(rb'"content": ?"(?!")')
 
 
 async def _loadgen(spec: LoadSpec) -> dict:
-    import aiohttp
+    return await _LoadGen(spec).run()
 
-    lat: list[float] = []
-    ttft: list[float] = []
-    kinds: dict[str, int] = {}
-    samples: list[str] = []
-    timeline: dict[int, list[int]] = {}
-    counters = {"requests": 0, "ok": 0, "tokens": 0, "open": 0, "peak_open": 0, "inflight": 0, "peak_inflight": 0}
-    open_series: list[tuple[int, int, int]] = []   # (50 ms bucket, streams open, requests in flight)
-    loop = asyncio.get_running_loop()
-    t_start = time.perf_counter()
-    stop_at = t_start + spec.seconds
-    bodies = [(b.encode(), bool(s)) for b, s in spec.bodies]
-    headers = {"content-type": "application/json", **spec.headers}
-    timeout = aiohttp.ClientTimeout(total=spec.timeout)
-    pace = 1.0 / spec.rate if spec.rate > 0 else 0.0
-    next_slot = [t_start]
 
-    def error(kind: str, detail: str) -> None:
-        kinds[kind] = kinds.get(kind, 0) + 1
-        if len(samples) < 10:
-            samples.append(f"{time.strftime('%H:%M:%S')} {kind}: {detail[:300]}")
+class _LoadGen:
+    """One load-generator process running a LoadSpec: its workers, their requests and the tallies."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        import aiohttp
+
+        self.t_start = time.perf_counter()   # the clock starts as the spec is read, as it always did
+        self.stop_at = self.t_start + spec.seconds
+        self.next_slot = self.t_start
+        self.spec = spec
+        self.lat: list[float] = []
+        self.ttft: list[float] = []
+        self.kinds: dict[str, int] = {}
+        self.samples: list[str] = []
+        self.timeline: dict[int, list[int]] = {}
+        self.counters = {"requests": 0, "ok": 0, "tokens": 0, "open": 0, "peak_open": 0, "inflight": 0,
+                         "peak_inflight": 0}
+        self.open_series: list[tuple[int, int, int]] = []   # (50 ms bucket, streams open, requests in flight)
+        self.bodies = [(b.encode(), bool(s)) for b, s in spec.bodies]
+        self.headers = {"content-type": "application/json", **spec.headers}
+        self.timeout = aiohttp.ClientTimeout(total=spec.timeout)
+        self.net_errors = (aiohttp.ClientError, OSError)
+        self.pace = 1.0 / spec.rate if spec.rate > 0 else 0.0
+
+    async def run(self) -> dict:
+        import aiohttp
+
+        spec = self.spec
+        loop = asyncio.get_running_loop()
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False)
+        sampler = loop.create_task(self.sample_open())
+        async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
+            await asyncio.wait_for(asyncio.gather(*(self.worker(session, i) for i in range(spec.concurrency))),
+                                   spec.seconds + spec.timeout + 30)
+        sampler.cancel()
+        return self.report(time.perf_counter() - self.t_start)
+
+    def report(self, wall: float) -> dict[str, Any]:
+        spec, counters, lat, ttft = self.spec, self.counters, self.lat, self.ttft
+        lat.sort()
+        ttft.sort()
+        report: dict[str, Any] = {
+            "requests": counters["requests"], "ok": counters["ok"], "errors": sum(self.kinds.values()),
+            "error_kinds": self.kinds, "error_samples": self.samples, "tokens": counters["tokens"], "wall": wall,
+            "rps": counters["ok"] / wall, "tokens_per_s": counters["tokens"] / wall,
+            "peak_open": counters["peak_open"], "peak_inflight": counters["peak_inflight"],
+            **_pcts(lat, ""), **_pcts(ttft, "ttft_"),
+        }
+        if spec.raw:
+            report["lat"], report["ttft"] = lat, ttft
+            report["open_series"] = self.open_series
         if spec.timeline:
-            timeline.setdefault(int(time.time()), [0, 0])[1] += 1
+            report["timeline"] = {str(k): v for k, v in sorted(self.timeline.items())}
+        return report
 
-    async def one(session: aiohttp.ClientSession, body: bytes, stream: bool) -> None:
+    def error(self, kind: str, detail: str) -> None:
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        if len(self.samples) < 10:
+            self.samples.append(f"{time.strftime('%H:%M:%S')} {kind}: {detail[:300]}")
+        if self.spec.timeline:
+            self.timeline.setdefault(int(time.time()), [0, 0])[1] += 1
+
+    async def worker(self, session: Any, idx: int) -> None:
+        spec, counters = self.spec, self.counters
+        if spec.ramp and spec.concurrency > 1:
+            await asyncio.sleep(spec.ramp * idx / spec.concurrency)
+        i = idx
+        while True:
+            now = time.perf_counter()
+            if now >= self.stop_at or counters["requests"] >= spec.max_requests:
+                return
+            if self.pace:
+                slot = self.next_slot = max(self.next_slot + self.pace, now)
+                if slot > now:
+                    await asyncio.sleep(slot - now)
+                if time.perf_counter() >= self.stop_at:
+                    return
+            body, stream = self.bodies[i % len(self.bodies)]
+            i += spec.concurrency
+            await self.one(session, body, stream)
+            if spec.mode == "once":
+                return
+
+    async def sample_open(self) -> None:
+        while True:
+            self.open_series.append((int(time.monotonic() * 20), self.counters["open"], self.counters["inflight"]))
+            await asyncio.sleep(0.05)
+
+    async def one(self, session: Any, body: bytes, stream: bool) -> None:
+        counters = self.counters
         counters["inflight"] += 1
         counters["peak_inflight"] = max(counters["peak_inflight"], counters["inflight"])
         try:
-            await one_inner(session, body, stream)
+            await self.request(session, body, stream)
         finally:
             counters["inflight"] -= 1
 
-    async def one_inner(session: aiohttp.ClientSession, body: bytes, stream: bool) -> None:
+    async def request(self, session: Any, body: bytes, stream: bool) -> None:
+        """One request: an answer that counts as ok is timed, anything else is an error of its kind."""
+        spec, error = self.spec, self.error
         t0 = time.perf_counter()
-        counters["requests"] += 1
+        self.counters["requests"] += 1
         try:
-            async with session.post(spec.url, data=body, headers=headers, timeout=timeout) as r:
+            async with session.post(spec.url, data=body, headers=self.headers, timeout=self.timeout) as r:
                 if not stream:
                     data = await r.read()
                     if r.status != 200:
@@ -598,109 +667,73 @@ async def _loadgen(spec: LoadSpec) -> dict:
                     if b'"choices"' not in data:
                         error("bad body", data.decode(errors="replace"))
                         return
-                else:
-                    if r.status != 200:
-                        error(f"http {r.status}", (await r.read()).decode(errors="replace"))
-                        return
-                    counters["open"] += 1
-                    counters["peak_open"] = max(counters["peak_open"], counters["open"])
-                    try:
-                        buf = b""
-                        tokens = 0
-                        first = 0.0
-                        done = False
-                        err = b""
-                        async for chunk in r.content.iter_any():
-                            buf += chunk
-                            end = buf.rfind(b"\n\n")
-                            if end < 0:
-                                continue
-                            events, buf = buf[:end], buf[end + 2:]
-                            n = len(_TOKEN_RE.findall(events))
-                            if n and not tokens:
-                                first = time.perf_counter()
-                            tokens += n
-                            if b"data: [DONE]" in events:
-                                done = True
-                            if b'data: {"error"' in events and not err:
-                                err = events[events.find(b'data: {"error"'):][:300]
-                        if buf.strip():
-                            if b"[DONE]" in buf:
-                                done = True
-                            if b'{"error"' in buf and not err:
-                                err = buf[:300]
-                    finally:
-                        counters["open"] -= 1
-                    counters["tokens"] += tokens
-                    if err:
-                        error("error event", err.decode(errors="replace"))
-                        return
-                    if not done:
-                        error("no [DONE]", f"stream ended after {tokens} tokens without [DONE]")
-                        return
-                    if spec.expect_tokens is not None and tokens != spec.expect_tokens:
-                        error("short", f"{tokens} tokens, expected {spec.expect_tokens}")
-                        return
-                    if first:
-                        ttft.append((first - t0) * 1000)
+                elif r.status != 200:
+                    error(f"http {r.status}", (await r.read()).decode(errors="replace"))
+                    return
+                elif not await self.stream(r, t0):
+                    return
         except TimeoutError:
             error("timeout", f"no complete answer within {spec.timeout}s")
             return
-        except (aiohttp.ClientError, OSError) as e:
+        except self.net_errors as e:
             error(type(e).__name__, str(e))
             return
-        counters["ok"] += 1
-        lat.append((time.perf_counter() - t0) * 1000)
+        self.counters["ok"] += 1
+        self.lat.append((time.perf_counter() - t0) * 1000)
         if spec.timeline:
-            timeline.setdefault(int(time.time()), [0, 0])[0] += 1
+            self.timeline.setdefault(int(time.time()), [0, 0])[0] += 1
 
-    async def worker(session: aiohttp.ClientSession, idx: int) -> None:
-        if spec.ramp and spec.concurrency > 1:
-            await asyncio.sleep(spec.ramp * idx / spec.concurrency)
-        i = idx
-        while True:
-            now = time.perf_counter()
-            if now >= stop_at or counters["requests"] >= spec.max_requests:
-                return
-            if pace:
-                slot = next_slot[0] = max(next_slot[0] + pace, now)
-                if slot > now:
-                    await asyncio.sleep(slot - now)
-                if time.perf_counter() >= stop_at:
-                    return
-            body, stream = bodies[i % len(bodies)]
-            i += spec.concurrency
-            await one(session, body, stream)
-            if spec.mode == "once":
-                return
+    async def stream(self, r: Any, t0: float) -> bool:
+        """Read a streamed answer to its end; True when it was whole (its time to first token noted)."""
+        counters, spec = self.counters, self.spec
+        counters["open"] += 1
+        counters["peak_open"] = max(counters["peak_open"], counters["open"])
+        try:
+            tokens, first, done, err = await _read_sse(r)
+        finally:
+            counters["open"] -= 1
+        counters["tokens"] += tokens
+        if err:
+            self.error("error event", err.decode(errors="replace"))
+            return False
+        if not done:
+            self.error("no [DONE]", f"stream ended after {tokens} tokens without [DONE]")
+            return False
+        if spec.expect_tokens is not None and tokens != spec.expect_tokens:
+            self.error("short", f"{tokens} tokens, expected {spec.expect_tokens}")
+            return False
+        if first:
+            self.ttft.append((first - t0) * 1000)
+        return True
 
-    async def sample_open() -> None:
-        while True:
-            open_series.append((int(time.monotonic() * 20), counters["open"], counters["inflight"]))
-            await asyncio.sleep(0.05)
 
-    connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, force_close=False)
-    sampler = loop.create_task(sample_open())
-    async with aiohttp.ClientSession(connector=connector, auto_decompress=False) as session:
-        await asyncio.wait_for(asyncio.gather(*(worker(session, i) for i in range(spec.concurrency))),
-                               spec.seconds + spec.timeout + 30)
-    sampler.cancel()
-    wall = time.perf_counter() - t_start
-    lat.sort()
-    ttft.sort()
-    report: dict[str, Any] = {
-        "requests": counters["requests"], "ok": counters["ok"], "errors": sum(kinds.values()),
-        "error_kinds": kinds, "error_samples": samples, "tokens": counters["tokens"], "wall": wall,
-        "rps": counters["ok"] / wall, "tokens_per_s": counters["tokens"] / wall,
-        "peak_open": counters["peak_open"], "peak_inflight": counters["peak_inflight"],
-        **_pcts(lat, ""), **_pcts(ttft, "ttft_"),
-    }
-    if spec.raw:
-        report["lat"], report["ttft"] = lat, ttft
-        report["open_series"] = open_series
-    if spec.timeline:
-        report["timeline"] = {str(k): v for k, v in sorted(timeline.items())}
-    return report
+async def _read_sse(r: Any) -> tuple[int, float, bool, bytes]:
+    """(content tokens, time of the first one, saw [DONE], the first error event) of an SSE answer."""
+    buf = b""
+    tokens = 0
+    first = 0.0
+    done = False
+    err = b""
+    async for chunk in r.content.iter_any():
+        buf += chunk
+        end = buf.rfind(b"\n\n")
+        if end < 0:
+            continue
+        events, buf = buf[:end], buf[end + 2:]
+        n = len(_TOKEN_RE.findall(events))
+        if n and not tokens:
+            first = time.perf_counter()
+        tokens += n
+        if b"data: [DONE]" in events:
+            done = True
+        if b'data: {"error"' in events and not err:
+            err = events[events.find(b'data: {"error"'):][:300]
+    if buf.strip():
+        if b"[DONE]" in buf:
+            done = True
+        if b'{"error"' in buf and not err:
+            err = buf[:300]
+    return tokens, first, done, err
 
 
 def _loadgen_main(arg: str, out_path: str) -> None:
