@@ -229,6 +229,18 @@ class Chaos:
         return True
 
 
+@dataclass
+class _Soak:
+    """What one soak run leaves to report on."""
+
+    t0: float
+    sampler: RssSampler
+    report: dict
+    chaos: Chaos
+    state: dict
+    mock_stats: dict
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--minutes", type=float, default=10.0)
@@ -244,53 +256,69 @@ def main() -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="patchbay-soak-"))
     db = tmp / "soak.db"
-    admin_token = os.urandom(16).hex()
     print(f"# Patchbay soak — {machine_line()}", flush=True)
     print(f"# {args.minutes:g} min, {args.rate:g} req/s (half streaming), warm-up {warmup:.0f} s, seed {seed}; route "
           f"chat = {' -> '.join(t.id for t in TARGETS)}", flush=True)
     try:
-        with Procs(tmp) as procs:
-            mock_port, port, admin_port = free_port(), free_port(), free_port()
-            mock = start_mock(procs, mock_port, token_interval_ms=10, tokens=20)
-            mock_url = f"http://127.0.0.1:{mock_port}"
-            cfg = tmp / "patchbay.toml"
-            cfg.write_text(CONFIG.format(port=port, admin_port=admin_port, mock_port=mock_port, db=db,
-                                         cooldown=COOLDOWN))
-            env = {**python_env(), "PATCHBAY_ADMIN_TOKEN": admin_token}
-            gw = start_patchbay(procs, cfg, port, env=env)
-            url = f"http://127.0.0.1:{port}/v1/chat/completions"
-            t0 = time.monotonic()
-            sampler = RssSampler(gw.pid, interval=1.0).start()
-            spec = LoadSpec(url=url, bodies=[(chat_body("chat", stream=True), True), (chat_body("chat"), False)],
-                            concurrency=max(16, int(args.rate * 4)), seconds=seconds, rate=args.rate, timeout=60,
-                            timeline=True)
-            pops = run_load(spec, processes=1, wait=False)
-            chaos = Chaos(mock_url, rng, t0 + seconds).start()
-            next_report = t0 + 60
-            try:
-                while any(p.poll() is None for p in pops) and time.monotonic() < t0 + seconds + 90:
-                    time.sleep(1)
-                    if time.monotonic() >= next_report:
-                        next_report += 60
-                        rss = sampler.series[-1][1] / 1024 if sampler.series else 0
-                        print(f"  {int(time.monotonic() - t0):>4} s  gateway RSS {rss:.0f} MB  fds {fd_count(gw.pid)}  "
-                              f"faults so far {chaos.count}  active {sorted(chaos.fault_end)}", flush=True)
-                report = collect_load(pops, 120)
-            finally:
-                chaos.stop()
-                mock_clear(mock_url)
-            sampler.stop()
-            import httpx
-            state = httpx.get(f"http://127.0.0.1:{admin_port}/admin/state", timeout=10,
-                              headers={"Authorization": f"Bearer {admin_token}"}).json()
-            mock_stats = httpx.get(f"{mock_url}/_mock/stats", timeout=10).json()
-            procs.stop(gw)    # SIGTERM: the gateway flushes its request log
-            del mock
+        run = _soak(tmp, db, seconds, args.rate, rng)
     except KeyboardInterrupt:
         print("interrupted: every process was stopped", file=sys.stderr)
         shutil.rmtree(tmp, ignore_errors=True)
         return 130
+    try:
+        log = _log_figures(db)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    series = [(t - run.t0, kb / 1024, fds) for t, kb, fds in run.sampler.series]
+    _print_minutes(series, run, seconds)
+    return _print_summary(run, series, warmup, log)
 
+
+def _soak(tmp: Path, db: Path, seconds: float, rate: float, rng: random.Random) -> _Soak:
+    """Mock vendors, the gateway and the load for `seconds`, with the fault schedule switching faults."""
+    admin_token = os.urandom(16).hex()
+    with Procs(tmp) as procs:
+        mock_port, port, admin_port = free_port(), free_port(), free_port()
+        mock = start_mock(procs, mock_port, token_interval_ms=10, tokens=20)
+        mock_url = f"http://127.0.0.1:{mock_port}"
+        cfg = tmp / "patchbay.toml"
+        cfg.write_text(CONFIG.format(port=port, admin_port=admin_port, mock_port=mock_port, db=db,
+                                     cooldown=COOLDOWN))
+        env = {**python_env(), "PATCHBAY_ADMIN_TOKEN": admin_token}
+        gw = start_patchbay(procs, cfg, port, env=env)
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        t0 = time.monotonic()
+        sampler = RssSampler(gw.pid, interval=1.0).start()
+        spec = LoadSpec(url=url, bodies=[(chat_body("chat", stream=True), True), (chat_body("chat"), False)],
+                        concurrency=max(16, int(rate * 4)), seconds=seconds, rate=rate, timeout=60,
+                        timeline=True)
+        pops = run_load(spec, processes=1, wait=False)
+        chaos = Chaos(mock_url, rng, t0 + seconds).start()
+        next_report = t0 + 60
+        try:
+            while any(p.poll() is None for p in pops) and time.monotonic() < t0 + seconds + 90:
+                time.sleep(1)
+                if time.monotonic() >= next_report:
+                    next_report += 60
+                    rss = sampler.series[-1][1] / 1024 if sampler.series else 0
+                    print(f"  {int(time.monotonic() - t0):>4} s  gateway RSS {rss:.0f} MB  fds {fd_count(gw.pid)}  "
+                          f"faults so far {chaos.count}  active {sorted(chaos.fault_end)}", flush=True)
+            report = collect_load(pops, 120)
+        finally:
+            chaos.stop()
+            mock_clear(mock_url)
+        sampler.stop()
+        import httpx
+        state = httpx.get(f"http://127.0.0.1:{admin_port}/admin/state", timeout=10,
+                          headers={"Authorization": f"Bearer {admin_token}"}).json()
+        mock_stats = httpx.get(f"{mock_url}/_mock/stats", timeout=10).json()
+        procs.stop(gw)    # SIGTERM: the gateway flushes its request log
+        del mock
+    return _Soak(t0, sampler, report, chaos, state, mock_stats)
+
+
+def _log_figures(db: Path) -> tuple[int, int, dict]:
+    """(request rows, failover events, outcome counts) from the gateway's request log."""
     try:
         with sqlite3.connect(db) as conn:
             log_rows = conn.execute("SELECT count(*) FROM requests").fetchone()[0]
@@ -298,10 +326,32 @@ def main() -> int:
             outcomes = dict(conn.execute("SELECT outcome, count(*) FROM requests GROUP BY outcome").fetchall())
     except sqlite3.Error as e:
         log_rows, failovers, outcomes = -1, -1, {"error": str(e)}
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    return log_rows, failovers, outcomes
 
-    series = [(t - t0, kb / 1024, fds) for t, kb, fds in sampler.series]
+
+def _print_minutes(series: list[tuple[float, float, int]], run: _Soak, seconds: float) -> None:
+    """One line per minute: gateway memory and fds, client answers and errors, faults switched on."""
+    print()
+    print("per minute (gateway):  minute | RSS MB (median) | fds min-max | client ok | client errors"
+          " | faults switched on")
+    tl = run.report.get("timeline", {})
+    wall0 = min((int(k) for k in tl), default=0)
+    for m in range(int(seconds // 60) + (1 if seconds % 60 else 0)):
+        win = [s for s in series if m * 60 <= s[0] < (m + 1) * 60]
+        ok = sum(v[0] for k, v in tl.items() if m * 60 <= int(k) - wall0 < (m + 1) * 60)
+        err = sum(v[1] for k, v in tl.items() if m * 60 <= int(k) - wall0 < (m + 1) * 60)
+        nf = sum(1 for _, mono, d in run.chaos.log if not d.endswith(": ok") and m * 60 <= mono - run.t0 < (m + 1) * 60)
+        rss_m = statistics.median(s[1] for s in win) if win else float("nan")
+        fd_v = [s[2] for s in win if s[2] >= 0]
+        print(f"{'':22}{m + 1:>6} | {rss_m:>15.1f} | {min(fd_v, default=-1):>5}-{max(fd_v, default=-1):<5} | "
+              f"{ok:>9} | {err:>13} | {nf:>4}")
+
+
+def _print_summary(run: _Soak, series: list[tuple[float, float, int]], warmup: float,
+                   log: tuple[int, int, dict]) -> int:
+    """Errors, memory growth, fds, the request log and latency; the verdict (the exit status)."""
+    report, chaos, mock_stats = run.report, run.chaos, run.mock_stats
+    log_rows, failovers, outcomes = log
     after = [s for s in series if s[0] >= warmup]
     base_win = [s[1] for s in after if s[0] < warmup + 15] or [s[1] for s in after[:1]]
     end_win = [s[1] for s in series if s[0] >= series[-1][0] - 30] if series else []
@@ -310,21 +360,6 @@ def main() -> int:
     peak_after = max((s[1] for s in after), default=float("nan"))
     growth = (end / base - 1) * 100 if base else float("nan")
     fds_after = [s[2] for s in after if s[2] >= 0]
-
-    print()
-    print("per minute (gateway):  minute | RSS MB (median) | fds min-max | client ok | client errors"
-          " | faults switched on")
-    tl = report.get("timeline", {})
-    wall0 = min((int(k) for k in tl), default=0)
-    for m in range(int(seconds // 60) + (1 if seconds % 60 else 0)):
-        win = [s for s in series if m * 60 <= s[0] < (m + 1) * 60]
-        ok = sum(v[0] for k, v in tl.items() if m * 60 <= int(k) - wall0 < (m + 1) * 60)
-        err = sum(v[1] for k, v in tl.items() if m * 60 <= int(k) - wall0 < (m + 1) * 60)
-        nf = sum(1 for _, mono, d in chaos.log if not d.endswith(": ok") and m * 60 <= mono - t0 < (m + 1) * 60)
-        rss_m = statistics.median(s[1] for s in win) if win else float("nan")
-        fd_v = [s[2] for s in win if s[2] >= 0]
-        print(f"{'':22}{m + 1:>6} | {rss_m:>15.1f} | {min(fd_v, default=-1):>5}-{max(fd_v, default=-1):<5} | "
-              f"{ok:>9} | {err:>13} | {nf:>4}")
     print()
     errors = report["errors"]
     print(f"requests sent {report['requests']}, answered {report['ok']}, client-visible errors {errors} "
@@ -346,7 +381,7 @@ def main() -> int:
     print(f"gateway open fds after warm-up: min {min(fds_after, default=-1)}, max {max(fds_after, default=-1)}, "
           f"at the end {fds_after[-1] if fds_after else -1}")
     print(f"request log: {log_rows} rows for {report['requests']} requests sent (outcomes {outcomes}); "
-          f"{failovers} failover events; store {state.get('store')}")
+          f"{failovers} failover events; store {run.state.get('store')}")
     print(f"latency: p50 {report['p50']:.1f} ms, p99 {report['p99']:.1f} ms, max {report['max']:.1f} ms "
           f"(streams: time to first token p50 {report['ttft_p50'] or float('nan'):.1f} ms, "
           f"p99 {report['ttft_p99'] or float('nan'):.1f} ms)")
