@@ -196,32 +196,49 @@ def main() -> int:
     args = ap.parse_args()
 
     writer_figures()
+    path, tmpdir = _log_for(args.db, args.rows)
+    newest, some, cases = _list_cases(path, args.rows)
+    results = _run(path, newest, some, cases, args.repeat)
+    _print_results(results, args.repeat)
+    if tmpdir and not args.keep:
+        for f in os.listdir(tmpdir):
+            os.remove(os.path.join(tmpdir, f))
+        os.rmdir(tmpdir)
+    return 0
+
+
+def _log_for(db: str | None, rows: int) -> tuple[str, str | None]:
+    """(database path, temporary folder or None): `db`, or a temporary one, holding a log of `rows` requests."""
     tmpdir = None
-    path = args.db
+    path = db
     if path is None:
         tmpdir = tempfile.mkdtemp(prefix="patchbay-bench-")
         path = os.path.join(tmpdir, "bench.db")
-    secs = ensure_log(path, args.rows)
+    secs = ensure_log(path, rows)
     if secs is not None:
         with sqlite3.connect(path) as c:
             n_att = c.execute("SELECT count(*) FROM attempts").fetchone()[0]
-        print(f"built {args.rows:,} requests + {n_att:,} attempts in {secs:.1f}s "
-              f"({(args.rows + n_att) / secs:,.0f} rows/s through Sink.write)")
+        print(f"built {rows:,} requests + {n_att:,} attempts in {secs:.1f}s "
+              f"({(rows + n_att) / secs:,.0f} rows/s through Sink.write)")
     else:
-        print(f"reusing {path} ({args.rows:,} requests)")
+        print(f"reusing {path} ({rows:,} requests)")
     size = sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
     print(f"database: {size / 1e6:,.0f} MB")
+    return path, tmpdir
 
+
+def _list_cases(path: str, rows: int) -> tuple[float, str, list[tuple[str, dict]]]:
+    """(newest ts, a request id, the list_requests cases): filters and cursors the history view uses."""
     with sqlite3.connect(path) as c:
         newest = c.execute("SELECT ts FROM requests ORDER BY ts DESC LIMIT 1").fetchone()[0]
         mid = c.execute("SELECT ts, id FROM requests ORDER BY ts DESC, id DESC LIMIT 1 OFFSET ?",
-                        (args.rows // 2,)).fetchone()
+                        (rows // 2,)).fetchone()
         deep = c.execute("SELECT ts, id FROM requests ORDER BY ts DESC, id DESC LIMIT 1 OFFSET ?",
-                         (args.rows - 100,)).fetchone()
+                         (rows - 100,)).fetchone()
         some = c.execute("SELECT id FROM requests WHERE outcome = 'fallback' ORDER BY ts DESC LIMIT 1 OFFSET 77"
                          ).fetchone()[0]
         err_target_ts = c.execute("SELECT ts, id FROM requests WHERE outcome='error' ORDER BY ts DESC, id DESC "
-                                  "LIMIT 1 OFFSET ?", (args.rows // 200,)).fetchone()
+                                  "LIMIT 1 OFFSET ?", (rows // 200,)).fetchone()
     mid_cursor = encode_cursor(*mid)
     deep_cursor = encode_cursor(*deep)
 
@@ -251,7 +268,12 @@ def main() -> int:
         ("q=<request id>", dict(q=some)),
         ("q='refused' + route=batch", dict(q="refused", route="batch")),
     ]
+    return newest, some, cases
 
+
+def _run(path: str, newest: float, some: str, cases: list[tuple[str, dict]],
+         repeat: int) -> list[tuple[str, float, float, float, str]]:
+    """(name, cold ms, median ms, max ms, result) of each list_requests case, then the other reads."""
     results = []
     history = History(path)
     for name, kw in cases:
@@ -260,7 +282,7 @@ def main() -> int:
         cold_h.list_requests(limit=50, **kw)
         cold = (time.perf_counter() - t) * 1000
         cold_h.close()
-        _, med, worst, (rows, cur) = timed(lambda kw=kw: history.list_requests(limit=50, **kw), args.repeat)
+        _, med, worst, (rows, cur) = timed(lambda kw=kw: history.list_requests(limit=50, **kw), repeat)
         results.append((f"list_requests {name}", cold, med, worst, f"{len(rows)} rows{' +more' if cur else ''}"))
 
     for name, fn in [
@@ -275,11 +297,15 @@ def main() -> int:
         ("count_requests (all) [info: full index count]", lambda: history.count_requests()),
         ("facets", lambda: history.facets()),
     ]:
-        cold, med, worst, res = timed(fn, args.repeat)
+        cold, med, worst, res = timed(fn, repeat)
         info = f"{len(res)} items" if isinstance(res, (list, dict)) else str(res)
         results.append((name, cold, med, worst, info))
     history.close()
+    return results
 
+
+def _print_results(results: list[tuple[str, float, float, float, str]], repeat: int) -> None:
+    """The table, each query over 50 ms (median) flagged, and the count under it."""
     w = max(len(r[0]) for r in results)
     print(f"\n{'query':<{w}}  {'cold ms':>8}  {'median ms':>9}  {'max ms':>7}  result")
     print("-" * (w + 45))
@@ -291,13 +317,7 @@ def main() -> int:
             over.append(name)
         print(f"{name:<{w}}  {cold:8.2f}  {med:9.2f}  {worst:7.2f}  {info}{flag}")
     print(f"\n{len(targeted) - len(over)}/{len(targeted)} history queries under 50 ms "
-          f"(median of {args.repeat - 1} warm runs; [info] rows are not history-view queries)")
-
-    if tmpdir and not args.keep:
-        for f in os.listdir(tmpdir):
-            os.remove(os.path.join(tmpdir, f))
-        os.rmdir(tmpdir)
-    return 0
+          f"(median of {repeat - 1} warm runs; [info] rows are not history-view queries)")
 
 
 if __name__ == "__main__":
