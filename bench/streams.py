@@ -184,33 +184,16 @@ def main() -> int:
                 direct = run(direct_url, "gpt-4.1", args)
                 print(describe("direct", direct, args), flush=True)
                 time.sleep(2)
-            rss0 = RssSampler(gw.pid, interval=0.5)
-            rss0.start()
-            time.sleep(1)
-            idle_kb = rss0.peak_kb
-            rss0.stop()
-            spy = None
+            idle_kb = _idle_kb(gw.pid)
             raw = tmp / "pyspy.txt"
-            if args.profile:
-                spy_exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-                spy = subprocess.Popen([spy_exe, "record", "--format", "raw", "-r", "50", "-o", str(raw),
-                                        "-d", "600",   # stopped with SIGINT when the run ends
-                                        "-p", str(gw.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = _pyspy_start(gw.pid, raw) if args.profile else None
             cpu0, wait0, t0 = cpu_seconds(gw.pid), sched_wait(gw.pid), time.perf_counter()
             with RssSampler(gw.pid, interval=0.1) as sampler:
                 via = run(via_url, "chat", args)
             cpu, wait, wall = cpu_seconds(gw.pid) - cpu0, sched_wait(gw.pid) - wait0, time.perf_counter() - t0
             print(describe("patchbay", via, args), flush=True)
             if spy is not None:
-                spy.send_signal(2)
-                try:
-                    spy.wait(30)
-                except subprocess.TimeoutExpired:
-                    spy.kill()
-                    spy.wait(5)
-                text = summarize_pyspy(raw) if raw.exists() else "py-spy wrote nothing (needs ptrace rights)"
-                args.profile.write_text(text + "\n")
-                print(text)
+                _pyspy_finish(spy, raw, args.profile)
             peak_mb = sampler.peak_kb / 1024
             peak_fds = max((s[2] for s in sampler.series), default=-1)
     except KeyboardInterrupt:
@@ -219,6 +202,44 @@ def main() -> int:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+    dropped = _summary(args, direct, via, idle_kb, peak_mb, peak_fds, (cpu, wait, wall))
+    return 0 if dropped == 0 else 1
+
+
+def _idle_kb(pid: int) -> int:
+    """The gateway's resident memory (KB) over a second of rest."""
+    rss0 = RssSampler(pid, interval=0.5)
+    rss0.start()
+    time.sleep(1)
+    idle_kb = rss0.peak_kb
+    rss0.stop()
+    return idle_kb
+
+
+def _pyspy_start(pid: int, raw: Path) -> subprocess.Popen:
+    spy_exe = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen([spy_exe, "record", "--format", "raw", "-r", "50", "-o", str(raw),
+                             "-d", "600",   # stopped with SIGINT when the run ends
+                             "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _pyspy_finish(spy: subprocess.Popen, raw: Path, out: Path) -> None:
+    """Stop py-spy; write and print where the gateway's time went."""
+    spy.send_signal(2)
+    try:
+        spy.wait(30)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        spy.wait(5)
+    text = summarize_pyspy(raw) if raw.exists() else "py-spy wrote nothing (needs ptrace rights)"
+    out.write_text(text + "\n")
+    print(text)
+
+
+def _summary(args: argparse.Namespace, direct: dict | None, via: dict, idle_kb: float, peak_mb: float,
+             peak_fds: int, cpu_wait_wall: tuple[float, float, float]) -> int:
+    """The run's figures against the targets; returns the streams dropped."""
+    cpu, wait, wall = cpu_wait_wall
     dropped = args.streams - via["ok"]
     print()
     print(f"streams through Patchbay: {via['ok']}/{args.streams} completed, {dropped} dropped, "
@@ -237,7 +258,7 @@ def main() -> int:
           f"{'met' if peak_mb < 600 else 'MISSED'}); peak open fds {peak_fds}")
     print(f"gateway CPU {cpu:.1f} s in a {wall:.1f} s run; runnable but waiting for a core {wait:.1f} s "
           f"(the machine's other load; load average now {' '.join(f'{x:.1f}' for x in os.getloadavg())})")
-    return 0 if dropped == 0 else 1
+    return dropped
 
 
 if __name__ == "__main__":
