@@ -100,7 +100,6 @@ web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), print=None)
 
 def otel_main(args: argparse.Namespace, load: Any, loadgen: str) -> int:
     """Gateway CPU per request, tracing off vs on (batch exporter to a local receiver)."""
-    import httpx
 
     tmp = Path(tempfile.mkdtemp(prefix="patchbay-bench-otel-"))
     mock_port, recv_port = free_port(), free_port()
@@ -137,25 +136,7 @@ def otel_main(args: argparse.Namespace, load: Any, loadgen: str) -> int:
         for label, extra, gw, via, gw_port in gws:
             wait_http(f"http://127.0.0.1:{gw_port}/healthz")
             load(via, BODY.replace("MODEL", "chat"), 4, 1)   # warm up
-        # the settings take turns, round after round, so that a change in the machine's other load falls on
-        # all of them alike (the machine is shared); each keeps its cheapest run
-        best: dict[str, dict[str, Any]] = {}
-        for _ in range(args.repeat):
-            for label, extra, gw, via, _port in gws:
-                # CPU per request at one fixed request rate for every setting (at saturation a slower
-                # setting would also pay more event-loop overhead per request, inflating its figure)
-                spans0 = int(httpx.get(f"http://127.0.0.1:{recv_port}/count").text)
-                cpu0 = cpu_seconds(gw.pid)
-                paced = run_load(LoadSpec(url=via, bodies=[(BODY.replace("MODEL", "chat"), False)],
-                                          concurrency=conc, seconds=args.seconds, rate=args.rate))
-                time.sleep(6.0 if extra else 0.5)   # the batch exporter's 5 s schedule: let it ship everything
-                cpu1 = cpu_seconds(gw.pid)
-                spans = int(httpx.get(f"http://127.0.0.1:{recv_port}/count").text) - spans0
-                n = paced["requests"]
-                run = {"requests": n, "errors": paced["errors"], "cpu": cpu1 - cpu0,
-                       "us_per_req": (cpu1 - cpu0) / max(1, n) * 1e6, "spans": spans, "paced_rps": paced["rps"]}
-                if label not in best or run["us_per_req"] < best[label]["us_per_req"]:
-                    best[label] = run
+        best = _otel_paced(gws, args, conc, recv_port)
         rows = []
         for label, extra, gw, via, _port in gws:
             sat = load(via, BODY.replace("MODEL", "chat"), conc, args.seconds)   # throughput at saturation
@@ -166,22 +147,53 @@ def otel_main(args: argparse.Namespace, load: Any, loadgen: str) -> int:
             gw.send_signal(signal.SIGTERM)
         for _label, _extra, gw, _via, _port in gws:
             gw.wait(30)
-        print()
-        print(f"{'tracing':>7} | paced at {args.rate:g} req/s: {'requests':>8} {'CPU s':>6} {'CPU us/req':>10} "
-              f"{'spans':>7} {'spans/req':>9} | c={conc} saturated: {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} | errors")
-        for label, r in rows:
-            print(f"{label:>7} | {'':>22}{r['requests']:>8} {r['cpu']:>6.2f} {r['us_per_req']:>10.1f} "
-                  f"{r['spans']:>7} {r['spans'] / max(1, r['requests']):>9.2f} | {'':>15}{r['rps']:>7.0f} "
-                  f"{r['p50']:>7.3f} {r['p99']:>7.3f} | {r['errors']}")
-        print()
-        base = rows[0][1]["us_per_req"]
-        for label, r in rows[1:]:
-            print(f"tracing {label}: {r['us_per_req'] - base:+.1f} us of gateway CPU per request over tracing off "
-                  f"(target < 40 us); {r['spans']} spans received for {r['requests']} requests")
-        print(f"load average at the end {os.getloadavg()[0]:.2f} (figures are noisy above ~2 on 2 cores)")
+        _otel_table(rows, args, conc)
     finally:
         _stop(procs, tmp)
     return 0
+
+
+def _otel_paced(gws: list, args: argparse.Namespace, conc: int, recv_port: int) -> dict[str, dict[str, Any]]:
+    """Gateway CPU per request at one paced rate, per tracing setting: the cheapest of `args.repeat` runs."""
+    import httpx
+
+    # the settings take turns, round after round, so that a change in the machine's other load falls on
+    # all of them alike (the machine is shared); each keeps its cheapest run
+    best: dict[str, dict[str, Any]] = {}
+    for _ in range(args.repeat):
+        for label, extra, gw, via, _port in gws:
+            # CPU per request at one fixed request rate for every setting (at saturation a slower
+            # setting would also pay more event-loop overhead per request, inflating its figure)
+            spans0 = int(httpx.get(f"http://127.0.0.1:{recv_port}/count").text)
+            cpu0 = cpu_seconds(gw.pid)
+            paced = run_load(LoadSpec(url=via, bodies=[(BODY.replace("MODEL", "chat"), False)],
+                                      concurrency=conc, seconds=args.seconds, rate=args.rate))
+            time.sleep(6.0 if extra else 0.5)   # the batch exporter's 5 s schedule: let it ship everything
+            cpu1 = cpu_seconds(gw.pid)
+            spans = int(httpx.get(f"http://127.0.0.1:{recv_port}/count").text) - spans0
+            n = paced["requests"]
+            run = {"requests": n, "errors": paced["errors"], "cpu": cpu1 - cpu0,
+                   "us_per_req": (cpu1 - cpu0) / max(1, n) * 1e6, "spans": spans, "paced_rps": paced["rps"]}
+            if label not in best or run["us_per_req"] < best[label]["us_per_req"]:
+                best[label] = run
+    return best
+
+
+def _otel_table(rows: list[tuple[str, dict[str, Any]]], args: argparse.Namespace, conc: int) -> None:
+    """The table of the settings, and what tracing adds per request over tracing off."""
+    print()
+    print(f"{'tracing':>7} | paced at {args.rate:g} req/s: {'requests':>8} {'CPU s':>6} {'CPU us/req':>10} "
+          f"{'spans':>7} {'spans/req':>9} | c={conc} saturated: {'req/s':>7} {'p50 ms':>7} {'p99 ms':>7} | errors")
+    for label, r in rows:
+        print(f"{label:>7} | {'':>22}{r['requests']:>8} {r['cpu']:>6.2f} {r['us_per_req']:>10.1f} "
+              f"{r['spans']:>7} {r['spans'] / max(1, r['requests']):>9.2f} | {'':>15}{r['rps']:>7.0f} "
+              f"{r['p50']:>7.3f} {r['p99']:>7.3f} | {r['errors']}")
+    print()
+    base = rows[0][1]["us_per_req"]
+    for label, r in rows[1:]:
+        print(f"tracing {label}: {r['us_per_req'] - base:+.1f} us of gateway CPU per request over tracing off "
+              f"(target < 40 us); {r['spans']} spans received for {r['requests']} requests")
+    print(f"load average at the end {os.getloadavg()[0]:.2f} (figures are noisy above ~2 on 2 cores)")
 
 
 def _stop(procs: list[subprocess.Popen], tmp: Path) -> None:
